@@ -1,0 +1,396 @@
+//! The serde mirror of `proxy.yaml`: plain data, defaults and value syntax (durations, sizes),
+//! no behaviour. `compile` turns these into runtime types; `validate` checks their meaning.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads; default: number of cores.
+    pub threads: Option<usize>,
+    #[serde(default = "defaults::grace_period")]
+    pub grace_period: Dur,
+    /// How long a client may take to send a request's headers.
+    #[serde(default = "defaults::header_timeout")]
+    pub header_timeout: Dur,
+    /// How long a client may stay silent while sending a request body.
+    #[serde(default = "defaults::body_timeout")]
+    pub body_timeout: Dur,
+    /// Largest request header block; above it the client gets 431.
+    #[serde(default = "defaults::max_header_size")]
+    pub max_header_size: Size,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: None,
+            grace_period: defaults::grace_period(),
+            header_timeout: defaults::header_timeout(),
+            body_timeout: defaults::body_timeout(),
+            max_header_size: defaults::max_header_size(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Directory of static certificates; default `certs` beside the config file.
+    pub certs: Option<PathBuf>,
+    /// Default: true when an https listener is set.
+    pub redirect_http: Option<bool>,
+    #[serde(default = "defaults::yes")]
+    pub self_signed: bool,
+    pub acme: Option<AcmeConfig>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            certs: None,
+            redirect_http: None,
+            self_signed: true,
+            acme: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    pub email: Option<String>,
+    pub directory: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub challenge: Option<String>,
+    pub domains: Option<Vec<String>>,
+    pub renew_before: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Weighted,
+    LeastConn,
+    IpHash,
+    ConsistentHash,
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub servers: Vec<ServerEntry>,
+    #[serde(default)]
+    pub balance: Balance,
+    pub health: Option<HealthConfig>,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "defaults::io_timeout")]
+    pub read_timeout: Dur,
+    #[serde(default = "defaults::io_timeout")]
+    pub write_timeout: Dur,
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Dur,
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+}
+
+/// One upstream server: `127.0.0.1:8000` or `{ addr: 127.0.0.1:8000, weight: 2 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    pub addr: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    #[serde(default = "defaults::health_interval")]
+    pub interval: Dur,
+    #[serde(default = "defaults::health_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "defaults::rise")]
+    pub rise: u32,
+    #[serde(default = "defaults::fall")]
+    pub fall: u32,
+    #[serde(default = "defaults::expect")]
+    pub expect: StatusRange,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and logs; default `host+path`.
+    pub name: Option<String>,
+    pub host: Option<String>,
+    #[serde(default = "defaults::route_path")]
+    pub path: String,
+    pub upstream: Option<String>,
+    #[serde(rename = "static")]
+    pub static_dir: Option<PathBuf>,
+    #[serde(default = "defaults::yes")]
+    pub websocket: bool,
+    #[serde(default = "defaults::websocket_idle_timeout")]
+    pub websocket_idle_timeout: Dur,
+    #[serde(default = "defaults::max_body")]
+    pub max_body: Size,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub rate_limit: Option<String>,
+    pub max_concurrent: Option<u32>,
+    #[serde(default)]
+    pub hsts: bool,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A duration written as `250ms`, `5s`, `2m`, `1h` or `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+/// A byte size written as `512`, `64KiB`, `10MiB`, `1GiB`, `10M` or `10MB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+/// An inclusive HTTP status range written as `200-399` or `200`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange(pub u16, pub u16);
+
+impl StatusRange {
+    pub fn contains(&self, status: u16) -> bool {
+        (self.0..=self.1).contains(&status)
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, `30d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// Parses `512`, `64KiB`, `10MiB`, `1GiB`, `10M`, `10MB`, `10k` (all binary multiples).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn parse_status_range(s: &str) -> Option<StatusRange> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let lo: u16 = lo.trim().parse().ok()?;
+    let hi: u16 = hi.trim().parse().ok()?;
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some(StatusRange(lo, hi))
+}
+
+/// Deserializes a value that is written as a string or a number and parsed by `parse`.
+fn from_scalar<'de, D, T>(d: D, what: &'static str, parse: fn(&str) -> Option<T>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct ScalarVisitor<T> {
+        what: &'static str,
+        parse: fn(&str) -> Option<T>,
+    }
+    impl<T> Visitor<'_> for ScalarVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.parse)(v).ok_or_else(|| E::custom(format!("invalid value `{v}`: expected {}", self.what)))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+    }
+    d.deserialize_any(ScalarVisitor { what, parse })
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_scalar(d, "a duration like 250ms, 5s, 2m, 1h", |s| {
+            // A bare number is ambiguous; make the user say the unit.
+            parse_duration(s).filter(|_| s.trim().contains(|c: char| c.is_alphabetic()))
+        })
+        .map(Dur)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_scalar(d, "a size like 512, 64KiB, 10MiB, 1GiB", parse_size).map(Size)
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_scalar(d, "a status range like 200-399", parse_status_range)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = ServerEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`host:port` or `{ addr: host:port, weight: N }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServerEntry, E> {
+                Ok(ServerEntry { addr: v.to_string(), weight: 1 })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerEntry, A::Error> {
+                let (mut addr, mut weight) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "addr" => addr = Some(map.next_value::<String>()?),
+                        "weight" => weight = Some(map.next_value::<u32>()?),
+                        other => return Err(de::Error::unknown_field(other, &["addr", "weight"])),
+                    }
+                }
+                let addr = addr.ok_or_else(|| de::Error::missing_field("addr"))?;
+                Ok(ServerEntry { addr, weight: weight.unwrap_or(1) })
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+mod defaults {
+    use super::{Dur, Size, StatusRange};
+    use std::time::Duration;
+
+    const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn grace_period() -> Dur {
+        secs(10)
+    }
+    pub fn header_timeout() -> Dur {
+        secs(10)
+    }
+    pub fn body_timeout() -> Dur {
+        secs(60)
+    }
+    pub fn max_header_size() -> Size {
+        Size(64 << 10)
+    }
+    pub fn connect_timeout() -> Dur {
+        secs(5)
+    }
+    pub fn io_timeout() -> Dur {
+        secs(60)
+    }
+    pub fn idle_timeout() -> Dur {
+        secs(90)
+    }
+    pub fn retries() -> u32 {
+        2
+    }
+    pub fn health_path() -> String {
+        "/health".into()
+    }
+    pub fn health_interval() -> Dur {
+        secs(2)
+    }
+    pub fn health_timeout() -> Dur {
+        secs(1)
+    }
+    pub fn rise() -> u32 {
+        1
+    }
+    pub fn fall() -> u32 {
+        2
+    }
+    pub fn expect() -> StatusRange {
+        StatusRange(200, 399)
+    }
+    pub fn route_path() -> String {
+        "/".into()
+    }
+    pub fn websocket_idle_timeout() -> Dur {
+        secs(3600)
+    }
+    pub fn max_body() -> Size {
+        Size(10 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_size("10M"), Some(10 << 20));
+        assert_eq!(parse_size("64KiB"), Some(64 << 10));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("1T"), None);
+        assert_eq!(parse_status_range("200-399"), Some(StatusRange(200, 399)));
+        assert_eq!(parse_status_range("399-200"), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Prometheus metrics under the contract's names, in one process-wide registry (the only
+//! global we keep). Labels are route, pool and server names from the config: always bounded.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_healthy: IntGaugeVec,
+    upstream_requests: IntCounterVec,
+    active_connections: IntGaugeVec,
+    websockets: IntGaugeVec,
+    reloads: IntCounterVec,
+    last_reload: Gauge,
+    cert_expiry: prometheus::GaugeVec,
+    acme_orders: IntCounterVec,
+}
+
+/// Latency buckets for web traffic: 1 ms to 60 s.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let duration = HistogramVec::new(
+            HistogramOpts::new("rproxy_request_duration_seconds", "Time from request to response end")
+                .buckets(BUCKETS.to_vec()),
+            &["route", "upstream"],
+        )
+        .expect("metric definition");
+        r.register(Box::new(duration.clone())).expect("metric registered once");
+        let last_reload = Gauge::new(
+            "rproxy_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration load that took effect",
+        )
+        .expect("metric definition");
+        r.register(Box::new(last_reload.clone())).expect("metric registered once");
+        let cert_expiry = prometheus::GaugeVec::new(
+            Opts::new("rproxy_certificate_expiry_timestamp_seconds", "Unix time a served certificate expires"),
+            &["domain"],
+        )
+        .expect("metric definition");
+        r.register(Box::new(cert_expiry.clone())).expect("metric registered once");
+        Metrics {
+            requests: counter(&r, "rproxy_requests_total", "Requests answered", &["route", "upstream", "code"]),
+            upstream_healthy: gauge(&r, "rproxy_upstream_healthy", "1 when the server passes its probes", &["upstream", "server"]),
+            upstream_requests: counter(&r, "rproxy_upstream_requests_total", "Requests sent to a server", &["upstream", "server", "code"]),
+            active_connections: gauge(&r, "rproxy_active_connections", "Open client connections", &["listener"]),
+            websockets: gauge(&r, "rproxy_websocket_connections", "Open WebSocket tunnels", &["route"]),
+            reloads: counter(&r, "rproxy_config_reloads_total", "Configuration reloads", &["result"]),
+            acme_orders: counter(&r, "rproxy_acme_orders_total", "ACME orders", &["domain", "result"]),
+            duration,
+            last_reload,
+            cert_expiry,
+            registry: r,
+        }
+    }
+}
+
+/// Records one answered request.
+pub fn observe_request(route: &str, upstream: &str, code: u16, seconds: f64) {
+    let m = &*METRICS;
+    let mut buf = [0u8; 3];
+    m.requests.with_label_values(&[route, upstream, code_str(code, &mut buf)]).inc();
+    m.duration.with_label_values(&[route, upstream]).observe(seconds);
+}
+
+/// Records one request sent to an upstream server.
+pub fn observe_upstream(upstream: &str, server: &str, code: u16) {
+    let mut buf = [0u8; 3];
+    METRICS.upstream_requests.with_label_values(&[upstream, server, code_str(code, &mut buf)]).inc();
+}
+
+pub fn set_upstream_healthy(upstream: &str, server: &str, healthy: bool) {
+    METRICS.upstream_healthy.with_label_values(&[upstream, server]).set(i64::from(healthy));
+}
+
+pub fn connection_opened(listener: &str) {
+    METRICS.active_connections.with_label_values(&[listener]).inc();
+}
+
+pub fn connection_closed(listener: &str) {
+    METRICS.active_connections.with_label_values(&[listener]).dec();
+}
+
+pub fn websocket_opened(route: &str) {
+    METRICS.websockets.with_label_values(&[route]).inc();
+}
+
+pub fn websocket_closed(route: &str) {
+    METRICS.websockets.with_label_values(&[route]).dec();
+}
+
+/// Counts a configuration load; `ok` also stamps the last-success time.
+pub fn config_loaded(ok: bool) {
+    METRICS.reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    if ok {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        METRICS.last_reload.set(now.as_secs_f64());
+    }
+}
+
+pub fn set_certificate_expiry(domain: &str, unix_seconds: f64) {
+    METRICS.cert_expiry.with_label_values(&[domain]).set(unix_seconds);
+}
+
+pub fn acme_order(domain: &str, ok: bool) {
+    METRICS.acme_orders.with_label_values(&[domain, if ok { "ok" } else { "error" }]).inc();
+}
+
+/// The registry in Prometheus text format.
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut out) {
+        tracing::error!("cannot encode metrics: {e}");
+    }
+    out
+}
+
+/// A status code as text without allocating.
+fn code_str(code: u16, buf: &mut [u8; 3]) -> &str {
+    let code = code.min(999);
+    buf[0] = b'0' + (code / 100) as u8;
+    buf[1] = b'0' + (code / 10 % 10) as u8;
+    buf[2] = b'0' + (code % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("000")
+}

@@ -1,0 +1,56 @@
+//! Per-request state carried between the pingora phases of one request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::routing::{InflightGuard, Route};
+use crate::state::Runtime;
+use crate::upstream::{ActiveGuard, Pool};
+
+/// What one request has decided so far.
+#[derive(Debug)]
+pub struct Ctx {
+    pub start: Instant,
+    /// The configuration this request runs on, loaded once.
+    pub runtime: Option<Arc<Runtime>>,
+    pub route: Option<Arc<Route>>,
+    pub pool: Option<Arc<Pool>>,
+    /// The server the current attempt goes to, counted as in flight while held.
+    pub backend: Option<ActiveGuard>,
+    /// Backend indexes already tried (retries go elsewhere).
+    pub tried: Vec<usize>,
+    pub retries_left: u32,
+    pub body_bytes: u64,
+    pub upstream_status: Option<u16>,
+    /// The status a response written by rproxy itself carried.
+    pub local_status: Option<u16>,
+    pub inflight: Option<InflightGuard>,
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx {
+            start: Instant::now(),
+            runtime: None,
+            route: None,
+            pool: None,
+            backend: None,
+            tried: Vec::new(),
+            retries_left: 0,
+            body_bytes: 0,
+            upstream_status: None,
+            local_status: None,
+            inflight: None,
+        }
+    }
+}
+
+impl Ctx {
+    pub fn route_name(&self) -> &str {
+        self.route.as_ref().map_or("", |r| r.name.as_str())
+    }
+
+    pub fn pool_name(&self) -> &str {
+        self.pool.as_ref().map_or("", |p| p.name.as_str())
+    }
+}

@@ -1,0 +1,133 @@
+//! Request header rewriting toward upstreams: `X-Forwarded-*`, `X-Real-IP`, hop-by-hop removal
+//! (keeping a WebSocket `Upgrade`), and per-route headers.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName, HeaderValue};
+use pingora_http::RequestHeader;
+
+use crate::routing::Route;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// What the client connection looked like.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    pub ip: Option<IpAddr>,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The Host (or :authority) the client sent, port included.
+    pub host: &'a str,
+    /// Keep `Upgrade`/`Connection: upgrade` for a WebSocket handshake.
+    pub upgrade: bool,
+}
+
+/// Rewrites `req` for the upstream.
+pub fn rewrite_request(req: &mut RequestHeader, client: &ClientInfo, route: &Route) -> pingora_error::Result<()> {
+    strip_hop_by_hop(req, client.upgrade);
+    set_forwarded(req, client)?;
+    for (name, value) in &route.headers {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers, including those named by `Connection`.
+pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = keep_upgrade.then(|| req.headers.get(header::UPGRADE).cloned()).flatten();
+    for name in named.iter().map(HeaderName::as_str).chain(HOP_BY_HOP.iter().copied()) {
+        req.remove_header(name);
+    }
+    if let Some(upgrade) = upgrade {
+        // Infallible for static names with a value taken from a valid header.
+        let _ = req.insert_header(header::UPGRADE, upgrade);
+        let _ = req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn set_forwarded(req: &mut RequestHeader, client: &ClientInfo) -> pingora_error::Result<()> {
+    if let Some(ip) = client.ip {
+        let ip = ip.to_string();
+        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip.clone(),
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_header("x-real-ip", ip)?;
+    }
+    req.insert_header("x-forwarded-proto", client.proto)?;
+    if !client.host.is_empty() {
+        req.insert_header("x-forwarded-host", client.host)?;
+        if req.headers.get(header::HOST).is_none() {
+            req.insert_header(header::HOST, client.host)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Target;
+    use std::path::PathBuf;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn forwarded_and_hop_by_hop() {
+        let mut req = request(&[
+            ("host", "app.test:8080"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+        ]);
+        let mut route = Route::new("r".into(), "/", Target::Static(PathBuf::from(".")));
+        route.headers.push((HeaderName::from_static("x-env"), HeaderValue::from_static("prod")));
+        let client = ClientInfo { ip: Some("192.0.2.7".parse().unwrap()), proto: "https", host: "app.test:8080", upgrade: false };
+        rewrite_request(&mut req, &client, &route).unwrap();
+        let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(h("x-forwarded-for").as_deref(), Some("10.0.0.1, 192.0.2.7"));
+        assert_eq!(h("x-real-ip").as_deref(), Some("192.0.2.7"));
+        assert_eq!(h("x-forwarded-proto").as_deref(), Some("https"));
+        assert_eq!(h("x-forwarded-host").as_deref(), Some("app.test:8080"));
+        assert_eq!(h("host").as_deref(), Some("app.test:8080"));
+        assert_eq!(h("x-env").as_deref(), Some("prod"));
+        for gone in ["connection", "x-secret", "keep-alive", "te"] {
+            assert_eq!(h(gone), None, "{gone} must not be forwarded");
+        }
+    }
+
+    #[test]
+    fn websocket_upgrade_is_kept() {
+        let mut req = request(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut req, true);
+        assert_eq!(req.headers.get("upgrade").unwrap(), "websocket");
+        assert_eq!(req.headers.get("connection").unwrap(), "upgrade");
+    }
+}

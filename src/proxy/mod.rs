@@ -1,0 +1,353 @@
+//! The `ProxyHttp` implementation: one small method per pingora phase. A request loads the
+//! runtime once, is routed, then either answered locally (redirect, static file, error),
+//! tunnelled (WebSocket), or forwarded to a healthy server of its route's pool.
+
+mod ctx;
+pub mod headers;
+mod respond;
+mod static_files;
+mod websocket;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::HOST;
+use http::Method;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use ctx::Ctx;
+
+use crate::metrics;
+use crate::routing::{Route, Target};
+use crate::state::{Runtime, State};
+use crate::upstream::SelectKey;
+use headers::ClientInfo;
+
+/// Where ACME HTTP-01 challenges are answered; never redirected.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// Which listener a proxy instance serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Http,
+    Https,
+}
+
+impl Listener {
+    pub fn proto(self) -> &'static str {
+        match self {
+            Listener::Http => "http",
+            Listener::Https => "https",
+        }
+    }
+}
+
+/// The proxy logic of one listener.
+pub struct Proxy {
+    pub listener: Listener,
+    pub state: Arc<State>,
+}
+
+/// The Host header, or the :authority of an HTTP/2 request.
+fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+/// Approximate size of the request head as sent.
+fn head_size(req: &RequestHeader) -> usize {
+    let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    uri + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+impl Proxy {
+    /// Answers with a local response and records its status.
+    async fn local(&self, session: &mut Session, ctx: &mut Ctx, status: u16, extra: &[(&str, &str)]) -> Result<bool> {
+        ctx.local_status = Some(status);
+        respond::send(session, status, extra).await?;
+        Ok(true)
+    }
+
+    /// The 308 to https for a routed host on the plain listener, if it applies.
+    fn redirect_target(&self, rt: &Runtime, req: &RequestHeader) -> Option<String> {
+        let port = rt.redirect_https?;
+        if self.listener != Listener::Http || req.uri.path().starts_with(ACME_CHALLENGE) {
+            return None;
+        }
+        let host = request_host(req);
+        if host.is_empty() || !rt.routes.routes_host(host) {
+            return None;
+        }
+        let name = crate::routing::strip_port(host);
+        let authority = if port == 443 { name.to_string() } else { format!("{name}:{port}") };
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        Some(format!("https://{authority}{target}"))
+    }
+
+    /// Picks a server of the route's pool that this request has not tried yet.
+    fn pick(&self, session: &Session, ctx: &mut Ctx) -> bool {
+        let Some(pool) = ctx.pool.clone() else { return false };
+        let req = session.req_header();
+        let key = SelectKey { client_ip: client_ip(session), uri: req.uri.path_and_query().map_or("/", |p| p.as_str()) };
+        match pool.select(&key, &ctx.tried) {
+            Some(i) => {
+                ctx.tried.push(i);
+                ctx.backend = Some(pool.backends[i].begin());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Checks that apply to every routed request before it goes anywhere.
+    async fn admit(&self, session: &mut Session, ctx: &mut Ctx, route: &Arc<Route>) -> Result<Option<bool>> {
+        let Some(guard) = route.enter() else {
+            tracing::warn!(route = %route.name, "max_concurrent reached");
+            return self.local(session, ctx, 503, &[("retry-after", "1")]).await.map(Some);
+        };
+        ctx.inflight = Some(guard);
+        if content_length(session.req_header()).is_some_and(|len| len > route.max_body) {
+            session.set_keepalive(None);
+            return self.local(session, ctx, 413, &[("connection", "close")]).await.map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Sends the request to the pool, or tunnels it when it is a WebSocket upgrade.
+    async fn forward(&self, session: &mut Session, ctx: &mut Ctx, route: &Arc<Route>) -> Result<bool> {
+        if !self.pick(session, ctx) {
+            tracing::warn!(route = %route.name, upstream = %ctx.pool_name(), "no healthy server");
+            return self.local(session, ctx, 503, &[("retry-after", "1")]).await;
+        }
+        if route.websocket && session.is_upgrade_req() {
+            return self.websocket(session, ctx, route).await;
+        }
+        let body_timeout = ctx.runtime.as_ref().map(|rt| rt.settings.body_timeout);
+        session.set_read_timeout(body_timeout);
+        Ok(false)
+    }
+
+    /// Carries a WebSocket upgrade end to end (see `websocket.rs`).
+    async fn websocket(&self, session: &mut Session, ctx: &mut Ctx, route: &Arc<Route>) -> Result<bool> {
+        let Some(pool) = ctx.pool.clone() else { return Ok(false) };
+        let mut req = session.req_header().clone();
+        self.rewrite(session, &mut req, route, true)?;
+        let timeouts = websocket::Timeouts {
+            connect: pool.peer.connect_timeout,
+            handshake: pool.peer.read_timeout,
+            idle: route.websocket_idle_timeout,
+        };
+        session.set_read_timeout(None);
+        loop {
+            let Some(backend) = ctx.backend.as_ref().map(|b| b.backend().clone()) else {
+                return self.local(session, ctx, 502, &[]).await;
+            };
+            match websocket::connect(backend.addr, &req, timeouts).await {
+                Ok(stream) => {
+                    let status = websocket::relay(session, stream, &route.name, timeouts).await;
+                    let status = status.unwrap_or_else(|e| {
+                        tracing::warn!(server = %backend.label, "WebSocket handshake failed: {e}");
+                        0
+                    });
+                    if status == 0 && session.response_written().is_none() {
+                        return self.local(session, ctx, 502, &[]).await;
+                    }
+                    ctx.upstream_status = Some(status);
+                    return Ok(true);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %backend.label, "WebSocket connect failed: {e}");
+                    ctx.backend = None;
+                    if ctx.retries_left == 0 || !self.pick(session, ctx) {
+                        return self.local(session, ctx, 502, &[]).await;
+                    }
+                    ctx.retries_left -= 1;
+                }
+            }
+        }
+    }
+
+    /// Applies path stripping and forwarding headers to a request bound upstream.
+    fn rewrite(&self, session: &Session, req: &mut RequestHeader, route: &Route, upgrade: bool) -> Result<()> {
+        if route.strip_prefix {
+            let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let stripped = route.upstream_path(pq).into_owned();
+            let uri = stripped
+                .parse::<http::Uri>()
+                .map_err(|_| respond::http_error(400, "bad path after strip_prefix"))?;
+            req.set_uri(uri);
+        }
+        let host = request_host(session.req_header()).to_string();
+        let client = ClientInfo { ip: client_ip(session), proto: self.listener.proto(), host: &host, upgrade };
+        headers::rewrite_request(req, &client, route)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    /// The request head is complete: the connection's header deadline no longer applies.
+    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        crate::server::headers_received();
+        Ok(())
+    }
+
+    /// Decides everything about the request before any upstream is contacted: header size (431),
+    /// https redirect (308), route (404), concurrency (503), declared body size (413), static
+    /// files, healthy-server choice (503) and WebSocket tunnels. `Ok(true)` = already answered.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = self.state.runtime();
+        ctx.runtime = Some(rt.clone());
+        if head_size(session.req_header()) as u64 > rt.settings.max_header_size {
+            session.set_keepalive(None);
+            return self.local(session, ctx, 431, &[("connection", "close")]).await;
+        }
+        if let Some(location) = self.redirect_target(&rt, session.req_header()) {
+            return self.local(session, ctx, 308, &[("location", &location)]).await;
+        }
+        let req = session.req_header();
+        let Some(route) = rt.routes.lookup(request_host(req), req.uri.path()).cloned() else {
+            return self.local(session, ctx, 404, &[]).await;
+        };
+        ctx.route = Some(route.clone());
+        if let Some(answered) = self.admit(session, ctx, &route).await? {
+            return Ok(answered);
+        }
+        match &route.target {
+            Target::Static(dir) => {
+                let path = session.req_header().uri.path().to_string();
+                let rel = path.get(route.prefix.len()..).unwrap_or("");
+                ctx.local_status = Some(static_files::serve(session, dir, rel).await?);
+                Ok(true)
+            }
+            Target::Upstream(pool) => {
+                ctx.pool = Some(pool.clone());
+                ctx.retries_left = pool.peer.retries;
+                self.forward(session, ctx, &route).await
+            }
+        }
+    }
+
+    /// The server chosen in `request_filter`, or, after a failed connect, another untried one.
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if ctx.backend.is_none() && !self.pick(session, ctx) {
+            return Err(respond::http_error(502, "every server of the pool failed"));
+        }
+        let (Some(backend), Some(pool)) = (ctx.backend.as_ref(), ctx.pool.as_ref()) else {
+            return Err(respond::http_error(502, "no server chosen"));
+        };
+        let mut peer = HttpPeer::new(backend.backend().addr, false, String::new());
+        let s = &pool.peer;
+        peer.options.connection_timeout = Some(s.connect_timeout);
+        peer.options.read_timeout = Some(s.read_timeout);
+        peer.options.write_timeout = Some(s.write_timeout);
+        peer.options.idle_timeout = Some(s.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// Nothing was sent on a failed connect, so any method may go to another server while
+    /// `retries` lasts.
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        tracing::warn!(upstream = %ctx.pool_name(), server = %peer, "connect failed: {e}");
+        ctx.backend = None;
+        if ctx.retries_left > 0 {
+            ctx.retries_left -= 1;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    /// Rewrites the upstream request: strip_prefix, X-Forwarded-*, hop-by-hop, route headers.
+    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        let Some(route) = ctx.route.clone() else { return Ok(()) };
+        self.rewrite(session, req, &route, false)
+    }
+
+    /// Counts body bytes against `max_body` (413) and works around pingora #935 (an empty final
+    /// chunk from an h2 client must not become a second chunked terminator upstream).
+    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut Ctx) -> Result<()> {
+        if let Some(b) = body.as_ref() {
+            ctx.body_bytes += b.len() as u64;
+            if end_of_stream && b.is_empty() {
+                *body = None;
+            }
+        }
+        match &ctx.route {
+            Some(route) if ctx.body_bytes > route.max_body => Err(respond::http_error(413, "request body over max_body")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the upstream status and adds HSTS on https routes that ask for it.
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if self.listener == Listener::Https && ctx.route.as_ref().is_some_and(|r| r.hsts) {
+            resp.insert_header("strict-transport-security", "max-age=31536000")?;
+        }
+        Ok(())
+    }
+
+    /// Maps a failure to the status the client gets (one place: `respond::status_for`).
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = respond::status_for(e);
+        if code > 0 && session.response_written().is_none() {
+            let extra: &[(&str, &str)] = if code == 503 { &[("retry-after", "1")] } else { &[] };
+            if let Err(we) = respond::send(session, code, extra).await {
+                tracing::debug!("cannot send the error response: {we}");
+            }
+        }
+        ctx.local_status = Some(code);
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    /// Metrics and the access log line.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let code = session.response_written().map(|r| r.status.as_u16()).or(ctx.local_status).unwrap_or(0);
+        let elapsed = ctx.start.elapsed();
+        metrics::observe_request(ctx.route_name(), ctx.pool_name(), code, elapsed.as_secs_f64());
+        if let (Some(b), Some(status)) = (ctx.backend.as_ref(), ctx.upstream_status) {
+            metrics::observe_upstream(ctx.pool_name(), &b.backend().label, status);
+        }
+        let req = session.req_header();
+        let server = ctx.backend.as_ref().map(|b| b.backend().label.as_str()).unwrap_or("");
+        let error = e.map(|e| e.to_string());
+        tracing::info!(
+            target: "rproxy::access",
+            client = %client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
+            method = %req.method,
+            host = request_host(req),
+            path = req.uri.path(),
+            status = code,
+            route = ctx.route_name(),
+            upstream = server,
+            ms = elapsed.as_millis() as u64,
+            error = error.as_deref().unwrap_or(""),
+        );
+        if req.method != Method::GET && e.is_some() {
+            tracing::debug!("request failed: {:?}", e);
+        }
+    }
+}

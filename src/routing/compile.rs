@@ -1,0 +1,132 @@
+//! The only step from configuration to runtime: builds pools (reusing unchanged ones so their
+//! health state survives), routes, the route table and the certificate store, beside whatever
+//! is running. Failures are collected as problems; nothing is started here.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+
+use super::{Route, RouteTable, Target};
+use crate::config::model::{RouteConfig, UpstreamConfig};
+use crate::config::{ConfigError, Loaded, Problem};
+use crate::state::{Runtime, Settings};
+use crate::tls::CertStore;
+use crate::upstream::Pool;
+
+/// A compiled configuration, ready to publish.
+#[derive(Debug)]
+pub struct Compiled {
+    pub runtime: Runtime,
+    /// Certificates for the https listener, when there is one.
+    pub certs: Option<CertStore>,
+}
+
+/// Validates and compiles `loaded`; `previous` lends pools whose settings did not change.
+pub fn compile(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Compiled, ConfigError> {
+    let mut problems = crate::config::validate(loaded);
+    if !problems.is_empty() {
+        return Err(problems.into());
+    }
+    let c = &loaded.config;
+    let mut pools = BTreeMap::new();
+    for (name, cfg) in &c.upstreams {
+        match build_pool(name, cfg, previous) {
+            Ok(pool) => {
+                pools.insert(name.clone(), pool);
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+    let mut routes = RouteTable::default();
+    for (i, rc) in c.routes.iter().enumerate() {
+        match build_route(loaded, i, rc, &pools) {
+            Ok(route) => routes.insert(rc.host.as_deref(), Arc::new(route)),
+            Err(p) => problems.push(p),
+        }
+    }
+    routes.finish();
+    let certs = match c.listen.https.is_some() {
+        true => build_certs(loaded, &routes).map_err(|p| problems.extend(p)).ok(),
+        false => None,
+    };
+    if !problems.is_empty() {
+        return Err(problems.into());
+    }
+    let https_port = c.listen.https.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()).map(|a| a.port());
+    let redirect_https = https_port.filter(|_| c.tls.redirect_http.unwrap_or(true));
+    let settings = Settings {
+        header_timeout: c.server.header_timeout.0,
+        body_timeout: c.server.body_timeout.0,
+        max_header_size: c.server.max_header_size.0,
+        grace_period: c.server.grace_period.0,
+    };
+    Ok(Compiled { runtime: Runtime { routes, pools, redirect_https, settings }, certs })
+}
+
+fn build_pool(name: &str, cfg: &UpstreamConfig, previous: Option<&Runtime>) -> Result<Arc<Pool>, Vec<Problem>> {
+    if let Some(old) = previous.and_then(|rt| rt.pools.get(name)).filter(|p| p.source == *cfg) {
+        return Ok(old.clone());
+    }
+    let mut addrs = Vec::with_capacity(cfg.servers.len());
+    let mut problems = Vec::new();
+    for (i, s) in cfg.servers.iter().enumerate() {
+        match s.addr.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => addrs.push(addr),
+            Ok(None) => problems.push(Problem::at(format!("upstreams.{name}.servers[{i}]"), format!("`{}` resolves to no address", s.addr))),
+            Err(e) => problems.push(Problem::at(format!("upstreams.{name}.servers[{i}]"), format!("cannot resolve `{}`: {e}", s.addr))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Arc::new(Pool::new(name, cfg, addrs)))
+    } else {
+        Err(problems)
+    }
+}
+
+fn build_route(loaded: &Loaded, i: usize, rc: &RouteConfig, pools: &BTreeMap<String, Arc<Pool>>) -> Result<Route, Problem> {
+    let target = match (&rc.upstream, &rc.static_dir) {
+        (Some(name), _) => Target::Upstream(
+            pools.get(name).cloned().ok_or_else(|| Problem::at(format!("routes[{i}].upstream"), format!("no upstream named `{name}`")))?,
+        ),
+        (None, Some(dir)) => {
+            let dir = loaded.resolve(dir);
+            let canonical = dir
+                .canonicalize()
+                .map_err(|e| Problem::at(format!("routes[{i}].static"), format!("`{}`: {e}", dir.display())))?;
+            Target::Static(canonical)
+        }
+        (None, None) => return Err(Problem::at(format!("routes[{i}]"), "no upstream or static target")),
+    };
+    let name = rc
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}{}", rc.host.as_deref().unwrap_or("*"), rc.path));
+    let mut route = Route::new(name, &rc.path, target);
+    route.websocket = rc.websocket;
+    route.websocket_idle_timeout = rc.websocket_idle_timeout.0;
+    route.max_body = rc.max_body.0;
+    route.strip_prefix = rc.strip_prefix;
+    route.hsts = rc.hsts;
+    route.max_concurrent = rc.max_concurrent;
+    for (k, v) in &rc.headers {
+        let name = HeaderName::from_bytes(k.as_bytes());
+        let value = HeaderValue::from_str(v);
+        match (name, value) {
+            (Ok(n), Ok(v)) => route.headers.push((n, v)),
+            _ => return Err(Problem::at(format!("routes[{i}].headers.{k}"), "invalid header")),
+        }
+    }
+    Ok(route)
+}
+
+fn build_certs(loaded: &Loaded, routes: &RouteTable) -> Result<CertStore, Vec<Problem>> {
+    let tls = &loaded.config.tls;
+    let dir = match &tls.certs {
+        Some(d) => Some(loaded.resolve(d)),
+        None => Some(loaded.dir.join("certs")).filter(|d| d.is_dir()),
+    };
+    let names: Vec<String> = routes.exact_hosts().map(str::to_string).collect();
+    CertStore::load(dir.as_deref(), &names, tls.self_signed)
+}

@@ -1,0 +1,201 @@
+//! Assembles the pingora server from a compiled configuration: the http, https and admin
+//! listeners, the per-connection wrapper (header timeout, connection counts) and the
+//! background supervisor that runs health probes for every published pool.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
+
+use crate::admin::Admin;
+use crate::config::Loaded;
+use crate::metrics;
+use crate::proxy::{Listener, Proxy};
+use crate::routing::compile::Compiled;
+use crate::state::State;
+use crate::tls::{self, CertResolver};
+use crate::upstream::health;
+
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("TLS listener: {0}")]
+    Tls(String),
+}
+
+tokio::task_local! {
+    /// Per-connection state for HTTP/1 connections (h2 streams run in their own tasks).
+    static CONN: ConnState;
+}
+
+#[derive(Default)]
+struct ConnState {
+    requests: Cell<u32>,
+    headers_read: Cell<bool>,
+}
+
+/// Called by the proxy once a request's headers are in: the header deadline no longer applies.
+pub fn headers_received() {
+    let _ = CONN.try_with(|c| c.headers_read.set(true));
+}
+
+/// Applies `server.header_timeout` as a deadline for a connection's first request head.
+struct Timed {
+    inner: Arc<HttpProxy<Proxy>>,
+    state: Arc<State>,
+    options: HttpServerOptions,
+}
+
+#[async_trait]
+impl HttpServerApp for Timed {
+    async fn process_new_http(self: &Arc<Self>, session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+        let first = CONN
+            .try_with(|c| {
+                let n = c.requests.get();
+                c.requests.set(n + 1);
+                c.headers_read.set(false);
+                n == 0
+            })
+            .unwrap_or(false);
+        let request = self.inner.process_new_http(session, shutdown);
+        if !first {
+            return request.await;
+        }
+        let limit = self.state.runtime().settings.header_timeout;
+        tokio::pin!(request);
+        tokio::select! {
+            biased;
+            done = &mut request => return done,
+            _ = tokio::time::sleep(limit) => {}
+        }
+        if CONN.try_with(|c| c.headers_read.get()).unwrap_or(true) {
+            request.await
+        } else {
+            tracing::debug!("no complete request head within {limit:?}; closing");
+            None
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+
+    async fn http_cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+/// Counts connections and gives each its own `CONN` state.
+struct Edge {
+    app: Arc<Timed>,
+    listener: &'static str,
+    state: Arc<State>,
+}
+
+struct ConnCount(Arc<State>, &'static str);
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+        metrics::connection_closed(self.1);
+    }
+}
+
+#[async_trait]
+impl ServerApp for Edge {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        self.state.connection_opened();
+        metrics::connection_opened(self.listener);
+        let _count = ConnCount(self.state.clone(), self.listener);
+        CONN.scope(ConnState::default(), self.app.process_new(stream, shutdown)).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+/// Starts health probes for every pool of the published configuration, including pools that a
+/// later publish adds.
+struct Supervisor {
+    state: Arc<State>,
+}
+
+#[async_trait]
+impl BackgroundService for Supervisor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            for pool in self.state.runtime().pools.values() {
+                health::spawn(pool);
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
+
+/// Builds the server and the shared state for a compiled configuration.
+pub fn build_server(loaded: &Loaded, compiled: Compiled) -> Result<(Server, Arc<State>), BuildError> {
+    let c = &loaded.config;
+    let resolver = compiled.certs.map(|store| Arc::new(CertResolver::new(store)));
+    let state = Arc::new(State::new(compiled.runtime, resolver.clone()));
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(loaded));
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    if let Some(addr) = &c.listen.http {
+        let mut service = proxy_service(&conf, &state, Listener::Http);
+        service.add_tcp(addr);
+        server.add_service(service);
+    }
+    if let (Some(addr), Some(resolver)) = (&c.listen.https, resolver) {
+        let mut service = proxy_service(&conf, &state, Listener::Https);
+        let settings = tls::listener_settings(resolver).map_err(|e| BuildError::Tls(e.to_string()))?;
+        service.add_tls_with_settings(addr, None, settings);
+        server.add_service(service);
+    }
+    if let Some(addr) = &c.listen.admin {
+        let mut service = Service::new("admin".to_string(), pingora_core::apps::http_app::HttpServer::new_app(Admin { state: state.clone() }));
+        service.threads = Some(1);
+        service.add_tcp(addr);
+        server.add_service(service);
+    }
+    let mut supervisor = background_service("supervisor", Supervisor { state: state.clone() });
+    supervisor.threads = Some(1);
+    server.add_service(supervisor);
+    Ok((server, state))
+}
+
+fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener) -> Service<Edge> {
+    let proxy = Proxy { listener, state: state.clone() };
+    let mut options = HttpServerOptions::default();
+    options.h2c = listener == Listener::Http;
+    let timed = Timed { inner: Arc::new(pingora_proxy::http_proxy(conf, proxy)), state: state.clone(), options };
+    let edge = Edge { app: Arc::new(timed), listener: listener.proto(), state: state.clone() };
+    Service::new(format!("{} proxy", listener.proto()), edge)
+}
+
+fn server_conf(loaded: &Loaded) -> ServerConf {
+    let c = &loaded.config;
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    ServerConf {
+        threads: c.server.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        pid_file: tmp.join(format!("rproxy-{pid}.pid")).display().to_string(),
+        upgrade_sock: tmp.join(format!("rproxy-{pid}.sock")).display().to_string(),
+        grace_period_seconds: Some(c.server.grace_period.0.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    }
+}

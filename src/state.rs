@@ -1,0 +1,83 @@
+//! The one place live configuration is published: an `ArcSwap<Runtime>` that every request
+//! loads once, plus process-wide flags (draining) that the admin endpoints report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::routing::RouteTable;
+use crate::tls::CertResolver;
+use crate::upstream::Pool;
+
+/// Server-wide settings that requests read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_header_size: u64,
+    pub grace_period: Duration,
+}
+
+/// One compiled configuration: immutable once published.
+#[derive(Debug)]
+pub struct Runtime {
+    pub routes: RouteTable,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    /// The https port to redirect plain-HTTP requests to, when redirecting is on.
+    pub redirect_https: Option<u16>,
+    pub settings: Settings,
+}
+
+/// Shared by every listener and background task.
+#[derive(Debug)]
+pub struct State {
+    runtime: ArcSwap<Runtime>,
+    pub certs: Option<Arc<CertResolver>>,
+    draining: AtomicBool,
+    connections: AtomicUsize,
+}
+
+impl State {
+    pub fn new(runtime: Runtime, certs: Option<Arc<CertResolver>>) -> State {
+        State { runtime: ArcSwap::from_pointee(runtime), certs, draining: AtomicBool::new(false), connections: AtomicUsize::new(0) }
+    }
+
+    /// The configuration in force now; a request keeps it to its end.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Makes `runtime` the configuration for every request that starts from now on.
+    pub fn publish(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// Ready: not draining and every pool has finished its first round of probes.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.runtime.load().pools.values().all(|p| p.probed_once())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Client connections open now, on every proxy listener.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

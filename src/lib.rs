@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod signals;
+mod sniff;
 pub mod state;
 pub mod tls;
 pub mod upstream;
@@ -18,7 +19,10 @@ pub use routing::compile::{compile, Compiled};
 pub use server::build_server;
 
 /// Loads, validates and compiles a configuration file: what `rproxy -t` checks.
-pub fn check(path: &std::path::Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(config::Loaded, Compiled), config::ConfigError> {
+pub fn check(
+    path: &std::path::Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(config::Loaded, Compiled), config::ConfigError> {
     let loaded = config::load_file(path, env)?;
     let compiled = compile(&loaded, None)?;
     Ok((loaded, compiled))

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use pingora_core::server::RunArgs;
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (pingora 0.9, TLS: rustls with ring)");
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (pingora 0.9, TLS: rustls with ring)"
+);
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -38,7 +41,9 @@ fn init_tracing(format: LogFormat) {
         eprintln!("ignoring the log filter `{filter}`: {e}");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -50,7 +55,8 @@ fn preflight(loaded: &rproxy::config::Loaded) -> Result<(), String> {
     let l = &loaded.config.listen;
     for (key, addr) in [("http", &l.http), ("https", &l.https), ("admin", &l.admin)] {
         if let Some(addr) = addr {
-            std::net::TcpListener::bind(addr).map_err(|e| format!("listen.{key}: cannot listen on {addr}: {e}"))?;
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("listen.{key}: cannot listen on {addr}: {e}"))?;
         }
     }
     Ok(())
@@ -95,6 +101,8 @@ fn main() -> ExitCode {
     };
     rproxy::metrics::config_loaded(true);
     tracing::info!(config = %cli.config.display(), "rproxy {VERSION} starting");
-    server.run(RunArgs { shutdown_signal: Box::new(rproxy::signals::Signals { state }) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(rproxy::signals::Signals { state }),
+    });
     ExitCode::SUCCESS
 }

@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 struct Metrics {
@@ -30,13 +31,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -44,32 +47,76 @@ impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
         let duration = HistogramVec::new(
-            HistogramOpts::new("rproxy_request_duration_seconds", "Time from request to response end")
-                .buckets(BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "rproxy_request_duration_seconds",
+                "Time from request to response end",
+            )
+            .buckets(BUCKETS.to_vec()),
             &["route", "upstream"],
         )
         .expect("metric definition");
-        r.register(Box::new(duration.clone())).expect("metric registered once");
+        r.register(Box::new(duration.clone()))
+            .expect("metric registered once");
         let last_reload = Gauge::new(
             "rproxy_config_last_reload_success_timestamp_seconds",
             "Unix time of the last configuration load that took effect",
         )
         .expect("metric definition");
-        r.register(Box::new(last_reload.clone())).expect("metric registered once");
+        r.register(Box::new(last_reload.clone()))
+            .expect("metric registered once");
         let cert_expiry = prometheus::GaugeVec::new(
-            Opts::new("rproxy_certificate_expiry_timestamp_seconds", "Unix time a served certificate expires"),
+            Opts::new(
+                "rproxy_certificate_expiry_timestamp_seconds",
+                "Unix time a served certificate expires",
+            ),
             &["domain"],
         )
         .expect("metric definition");
-        r.register(Box::new(cert_expiry.clone())).expect("metric registered once");
+        r.register(Box::new(cert_expiry.clone()))
+            .expect("metric registered once");
         Metrics {
-            requests: counter(&r, "rproxy_requests_total", "Requests answered", &["route", "upstream", "code"]),
-            upstream_healthy: gauge(&r, "rproxy_upstream_healthy", "1 when the server passes its probes", &["upstream", "server"]),
-            upstream_requests: counter(&r, "rproxy_upstream_requests_total", "Requests sent to a server", &["upstream", "server", "code"]),
-            active_connections: gauge(&r, "rproxy_active_connections", "Open client connections", &["listener"]),
-            websockets: gauge(&r, "rproxy_websocket_connections", "Open WebSocket tunnels", &["route"]),
-            reloads: counter(&r, "rproxy_config_reloads_total", "Configuration reloads", &["result"]),
-            acme_orders: counter(&r, "rproxy_acme_orders_total", "ACME orders", &["domain", "result"]),
+            requests: counter(
+                &r,
+                "rproxy_requests_total",
+                "Requests answered",
+                &["route", "upstream", "code"],
+            ),
+            upstream_healthy: gauge(
+                &r,
+                "rproxy_upstream_healthy",
+                "1 when the server passes its probes",
+                &["upstream", "server"],
+            ),
+            upstream_requests: counter(
+                &r,
+                "rproxy_upstream_requests_total",
+                "Requests sent to a server",
+                &["upstream", "server", "code"],
+            ),
+            active_connections: gauge(
+                &r,
+                "rproxy_active_connections",
+                "Open client connections",
+                &["listener"],
+            ),
+            websockets: gauge(
+                &r,
+                "rproxy_websocket_connections",
+                "Open WebSocket tunnels",
+                &["route"],
+            ),
+            reloads: counter(
+                &r,
+                "rproxy_config_reloads_total",
+                "Configuration reloads",
+                &["result"],
+            ),
+            acme_orders: counter(
+                &r,
+                "rproxy_acme_orders_total",
+                "ACME orders",
+                &["domain", "result"],
+            ),
             duration,
             last_reload,
             cert_expiry,
@@ -82,26 +129,42 @@ impl Metrics {
 pub fn observe_request(route: &str, upstream: &str, code: u16, seconds: f64) {
     let m = &*METRICS;
     let mut buf = [0u8; 3];
-    m.requests.with_label_values(&[route, upstream, code_str(code, &mut buf)]).inc();
-    m.duration.with_label_values(&[route, upstream]).observe(seconds);
+    m.requests
+        .with_label_values(&[route, upstream, code_str(code, &mut buf)])
+        .inc();
+    m.duration
+        .with_label_values(&[route, upstream])
+        .observe(seconds);
 }
 
 /// Records one request sent to an upstream server.
 pub fn observe_upstream(upstream: &str, server: &str, code: u16) {
     let mut buf = [0u8; 3];
-    METRICS.upstream_requests.with_label_values(&[upstream, server, code_str(code, &mut buf)]).inc();
+    METRICS
+        .upstream_requests
+        .with_label_values(&[upstream, server, code_str(code, &mut buf)])
+        .inc();
 }
 
 pub fn set_upstream_healthy(upstream: &str, server: &str, healthy: bool) {
-    METRICS.upstream_healthy.with_label_values(&[upstream, server]).set(i64::from(healthy));
+    METRICS
+        .upstream_healthy
+        .with_label_values(&[upstream, server])
+        .set(i64::from(healthy));
 }
 
 pub fn connection_opened(listener: &str) {
-    METRICS.active_connections.with_label_values(&[listener]).inc();
+    METRICS
+        .active_connections
+        .with_label_values(&[listener])
+        .inc();
 }
 
 pub fn connection_closed(listener: &str) {
-    METRICS.active_connections.with_label_values(&[listener]).dec();
+    METRICS
+        .active_connections
+        .with_label_values(&[listener])
+        .dec();
 }
 
 pub fn websocket_opened(route: &str) {
@@ -114,19 +177,30 @@ pub fn websocket_closed(route: &str) {
 
 /// Counts a configuration load; `ok` also stamps the last-success time.
 pub fn config_loaded(ok: bool) {
-    METRICS.reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    METRICS
+        .reloads
+        .with_label_values(&[if ok { "ok" } else { "error" }])
+        .inc();
     if ok {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         METRICS.last_reload.set(now.as_secs_f64());
     }
 }
 
 pub fn set_certificate_expiry(domain: &str, unix_seconds: f64) {
-    METRICS.cert_expiry.with_label_values(&[domain]).set(unix_seconds);
+    METRICS
+        .cert_expiry
+        .with_label_values(&[domain])
+        .set(unix_seconds);
 }
 
 pub fn acme_order(domain: &str, ok: bool) {
-    METRICS.acme_orders.with_label_values(&[domain, if ok { "ok" } else { "error" }]).inc();
+    METRICS
+        .acme_orders
+        .with_label_values(&[domain, if ok { "ok" } else { "error" }])
+        .inc();
 }
 
 /// The registry in Prometheus text format.

@@ -21,6 +21,7 @@ use crate::config::Loaded;
 use crate::metrics;
 use crate::proxy::{Listener, Proxy};
 use crate::routing::compile::Compiled;
+use crate::sniff;
 use crate::state::State;
 use crate::tls::{self, CertResolver};
 use crate::upstream::health;
@@ -57,7 +58,11 @@ struct Timed {
 
 #[async_trait]
 impl HttpServerApp for Timed {
-    async fn process_new_http(self: &Arc<Self>, session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
         let first = CONN
             .try_with(|c| {
                 let n = c.requests.get();
@@ -94,9 +99,12 @@ impl HttpServerApp for Timed {
     }
 }
 
-/// Counts connections and gives each its own `CONN` state.
+/// Counts connections, gives each its own `CONN` state and, on the plain listener, picks h2c
+/// or HTTP/1 from the first bytes (pingora's own h2c check blocks on requests under 24 bytes).
 struct Edge {
-    app: Arc<Timed>,
+    h1: Arc<Timed>,
+    /// Set on the plain listener: the app for connections that start with the h2c preface.
+    h2c: Option<Arc<Timed>>,
     listener: &'static str,
     state: Arc<State>,
 }
@@ -112,15 +120,34 @@ impl Drop for ConnCount {
 
 #[async_trait]
 impl ServerApp for Edge {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         self.state.connection_opened();
         metrics::connection_opened(self.listener);
         let _count = ConnCount(self.state.clone(), self.listener);
-        CONN.scope(ConnState::default(), self.app.process_new(stream, shutdown)).await
+        let (stream, app) = match &self.h2c {
+            None => (stream, &self.h1),
+            Some(h2c) => {
+                let deadline = self.state.runtime().settings.header_timeout;
+                match sniff::sniff(stream, deadline).await {
+                    (Some(s), sniff::Start::H2c) => (s, h2c),
+                    (Some(s), _) => (s, &self.h1),
+                    (None, _) => return None,
+                }
+            }
+        };
+        CONN.scope(ConnState::default(), app.process_new(stream, shutdown))
+            .await
     }
 
     async fn cleanup(&self) {
-        self.app.cleanup().await;
+        self.h1.cleanup().await;
+        if let Some(h2c) = &self.h2c {
+            h2c.cleanup().await;
+        }
     }
 }
 
@@ -146,9 +173,14 @@ impl BackgroundService for Supervisor {
 }
 
 /// Builds the server and the shared state for a compiled configuration.
-pub fn build_server(loaded: &Loaded, compiled: Compiled) -> Result<(Server, Arc<State>), BuildError> {
+pub fn build_server(
+    loaded: &Loaded,
+    compiled: Compiled,
+) -> Result<(Server, Arc<State>), BuildError> {
     let c = &loaded.config;
-    let resolver = compiled.certs.map(|store| Arc::new(CertResolver::new(store)));
+    let resolver = compiled
+        .certs
+        .map(|store| Arc::new(CertResolver::new(store)));
     let state = Arc::new(State::new(compiled.runtime, resolver.clone()));
     let mut server = Server::new_with_opt_and_conf(None, server_conf(loaded));
     server.bootstrap();
@@ -161,28 +193,54 @@ pub fn build_server(loaded: &Loaded, compiled: Compiled) -> Result<(Server, Arc<
     }
     if let (Some(addr), Some(resolver)) = (&c.listen.https, resolver) {
         let mut service = proxy_service(&conf, &state, Listener::Https);
-        let settings = tls::listener_settings(resolver).map_err(|e| BuildError::Tls(e.to_string()))?;
+        let settings =
+            tls::listener_settings(resolver).map_err(|e| BuildError::Tls(e.to_string()))?;
         service.add_tls_with_settings(addr, None, settings);
         server.add_service(service);
     }
     if let Some(addr) = &c.listen.admin {
-        let mut service = Service::new("admin".to_string(), pingora_core::apps::http_app::HttpServer::new_app(Admin { state: state.clone() }));
+        let mut service = Service::new(
+            "admin".to_string(),
+            pingora_core::apps::http_app::HttpServer::new_app(Admin {
+                state: state.clone(),
+            }),
+        );
         service.threads = Some(1);
         service.add_tcp(addr);
         server.add_service(service);
     }
-    let mut supervisor = background_service("supervisor", Supervisor { state: state.clone() });
+    let mut supervisor = background_service(
+        "supervisor",
+        Supervisor {
+            state: state.clone(),
+        },
+    );
     supervisor.threads = Some(1);
     server.add_service(supervisor);
     Ok((server, state))
 }
 
 fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener) -> Service<Edge> {
-    let proxy = Proxy { listener, state: state.clone() };
-    let mut options = HttpServerOptions::default();
-    options.h2c = listener == Listener::Http;
-    let timed = Timed { inner: Arc::new(pingora_proxy::http_proxy(conf, proxy)), state: state.clone(), options };
-    let edge = Edge { app: Arc::new(timed), listener: listener.proto(), state: state.clone() };
+    let app = |h2c: bool| {
+        let proxy = Proxy {
+            listener,
+            state: state.clone(),
+        };
+        let mut options = HttpServerOptions::default();
+        options.h2c = h2c;
+        Arc::new(Timed {
+            inner: Arc::new(pingora_proxy::http_proxy(conf, proxy)),
+            state: state.clone(),
+            options,
+        })
+    };
+    let h2c = (listener == Listener::Http).then(|| app(true));
+    let edge = Edge {
+        h1: app(false),
+        h2c,
+        listener: listener.proto(),
+        state: state.clone(),
+    };
     Service::new(format!("{} proxy", listener.proto()), edge)
 }
 
@@ -191,7 +249,10 @@ fn server_conf(loaded: &Loaded) -> ServerConf {
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
     ServerConf {
-        threads: c.server.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads: c
+            .server
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         pid_file: tmp.join(format!("rproxy-{pid}.pid")).display().to_string(),
         upgrade_sock: tmp.join(format!("rproxy-{pid}.sock")).display().to_string(),
         grace_period_seconds: Some(c.server.grace_period.0.as_secs().max(1)),

@@ -19,7 +19,10 @@ pub struct Signals {
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers; waiting forever");
             return std::future::pending().await;
         };
@@ -27,7 +30,10 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!("{name}: draining (grace period {:?})", self.state.runtime().settings.grace_period);
+        tracing::info!(
+            "{name}: draining (grace period {:?})",
+            self.state.runtime().settings.grace_period
+        );
         self.state.start_draining();
         exit_when_idle(self.state.clone());
         ShutdownSignal::GracefulTerminate

@@ -42,7 +42,12 @@ pub struct State {
 
 impl State {
     pub fn new(runtime: Runtime, certs: Option<Arc<CertResolver>>) -> State {
-        State { runtime: ArcSwap::from_pointee(runtime), certs, draining: AtomicBool::new(false), connections: AtomicUsize::new(0) }
+        State {
+            runtime: ArcSwap::from_pointee(runtime),
+            certs,
+            draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+        }
     }
 
     /// The configuration in force now; a request keeps it to its end.

@@ -12,19 +12,31 @@ use super::{did_you_mean, ConfigError, Loaded, Problem};
 /// Reads, substitutes and parses a configuration file.
 pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::from(vec![Problem::at(&name, format!("cannot read the file: {e}"))]))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::from(vec![Problem::at(
+            &name,
+            format!("cannot read the file: {e}"),
+        )])
+    })?;
     let config = load_str(&text, &name, env)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    Ok(Loaded { config, path: path.to_path_buf(), dir })
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        dir,
+    })
 }
 
 /// Substitutes and parses configuration text; `name` is used in error locations.
-pub fn load_str(text: &str, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub fn load_str(
+    text: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let text = substitute_env(text, name, env)?;
     let doc: Value = serde_yaml::from_str(&text).map_err(|e| vec![yaml_problem(name, &e)])?;
     let doc = match doc {
@@ -38,13 +50,7 @@ pub fn load_str(text: &str, name: &str, env: &dyn Fn(&str) -> Option<String>) ->
             return Ok(config);
         }
     }
-    // Give the first problem a line and column where serde_yaml can find it.
-    if let Err(e) = serde_yaml::from_str::<Config>(&text) {
-        let located = yaml_problem(name, &e);
-        if let Some(p) = problems.iter_mut().find(|p| located.message.starts_with(&p.message)) {
-            p.location = format!("{} ({})", located.location, p.location);
-        }
-    }
+    locate_first(&text, name, &mut problems);
     if problems.is_empty() {
         problems.push(Problem::at(name, "the file could not be parsed"));
     }
@@ -52,7 +58,11 @@ pub fn load_str(text: &str, name: &str, env: &dyn Fn(&str) -> Option<String>) ->
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error.
-pub fn substitute_env(text: &str, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+pub fn substitute_env(
+    text: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
@@ -98,7 +108,10 @@ const TOP_KEYS: &[&str] = &["server", "listen", "tls", "upstreams", "routes"];
 /// hide the others.
 fn parse_sections(doc: Value, problems: &mut Vec<Problem>) -> Option<Config> {
     let Value::Mapping(map) = doc else {
-        problems.push(Problem::at("(top level)", "expected a mapping of sections (server, listen, tls, upstreams, routes)"));
+        problems.push(Problem::at(
+            "(top level)",
+            "expected a mapping of sections (server, listen, tls, upstreams, routes)",
+        ));
         return None;
     };
     let mut config = Config::default();
@@ -107,22 +120,38 @@ fn parse_sections(doc: Value, problems: &mut Vec<Problem>) -> Option<Config> {
         let key = match key {
             Value::String(s) => s,
             other => {
-                problems.push(Problem::at("(top level)", format!("unexpected key {other:?}")));
+                problems.push(Problem::at(
+                    "(top level)",
+                    format!("unexpected key {other:?}"),
+                ));
                 ok = false;
                 continue;
             }
         };
         ok &= match key.as_str() {
-            "server" => section(value, "server", problems).map(|v| config.server = v).is_some(),
-            "listen" => section(value, "listen", problems).map(|v| config.listen = v).is_some(),
-            "tls" => section(value, "tls", problems).map(|v| config.tls = v).is_some(),
-            "upstreams" => parse_upstreams(value, problems).map(|v| config.upstreams = v).is_some(),
-            "routes" => parse_routes(value, problems).map(|v| config.routes = v).is_some(),
+            "server" => section(value, "server", problems)
+                .map(|v| config.server = v)
+                .is_some(),
+            "listen" => section(value, "listen", problems)
+                .map(|v| config.listen = v)
+                .is_some(),
+            "tls" => section(value, "tls", problems)
+                .map(|v| config.tls = v)
+                .is_some(),
+            "upstreams" => parse_upstreams(value, problems)
+                .map(|v| config.upstreams = v)
+                .is_some(),
+            "routes" => parse_routes(value, problems)
+                .map(|v| config.routes = v)
+                .is_some(),
             other => {
                 let hint = did_you_mean(other, TOP_KEYS.iter().copied())
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();
-                problems.push(Problem::at(other, format!("unknown section `{other}`{hint}")));
+                problems.push(Problem::at(
+                    other,
+                    format!("unknown section `{other}`{hint}"),
+                ));
                 false
             }
         };
@@ -130,12 +159,18 @@ fn parse_sections(doc: Value, problems: &mut Vec<Problem>) -> Option<Config> {
     ok.then_some(config)
 }
 
-fn parse_upstreams(value: Value, problems: &mut Vec<Problem>) -> Option<std::collections::BTreeMap<String, UpstreamConfig>> {
+fn parse_upstreams(
+    value: Value,
+    problems: &mut Vec<Problem>,
+) -> Option<std::collections::BTreeMap<String, UpstreamConfig>> {
     let Value::Mapping(map) = value else {
         if value.is_null() {
             return Some(Default::default());
         }
-        problems.push(Problem::at("upstreams", "expected a mapping of pool name to pool"));
+        problems.push(Problem::at(
+            "upstreams",
+            "expected a mapping of pool name to pool",
+        ));
         return None;
     };
     let mut out = std::collections::BTreeMap::new();
@@ -172,7 +207,11 @@ fn parse_routes(value: Value, problems: &mut Vec<Problem>) -> Option<Vec<RouteCo
     parsed.into_iter().collect()
 }
 
-fn section<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<Problem>) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    value: Value,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     let value = match value {
         Value::Null => Value::Mapping(Default::default()),
         v => v,
@@ -183,6 +222,34 @@ fn section<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<Pro
             problems.push(Problem::at(path, with_hint(&e.to_string())));
             None
         }
+    }
+}
+
+/// Gives the problem serde_yaml meets first a `file:line:col` (the whole-file parse stops there).
+fn locate_first(text: &str, name: &str, problems: &mut [Problem]) {
+    let Err(e) = serde_yaml::from_str::<Config>(text) else {
+        return;
+    };
+    let Some(loc) = e.location() else { return };
+    let msg = e.to_string();
+    // serde_yaml prefixes the key path: "routes[0].max_body: invalid value ...".
+    let path = msg
+        .split_once(": ")
+        .map(|(p, _)| p)
+        .filter(|p| !p.contains(' '))
+        .unwrap_or("");
+    let lone = problems.len() == 1;
+    let index = problems
+        .iter()
+        .position(|p| !path.is_empty() && path.starts_with(p.location.as_str()))
+        .or(if lone { Some(0) } else { None });
+    if let Some(p) = index.and_then(|i| problems.get_mut(i)) {
+        let path = if path.is_empty() {
+            p.location.clone()
+        } else {
+            path.to_string()
+        };
+        p.location = format!("{name}:{}:{} ({path})", loc.line(), loc.column());
     }
 }
 
@@ -208,7 +275,10 @@ fn with_hint(msg: &str) -> String {
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
     match did_you_mean(field, candidates) {
         Some(c) => format!("unknown key `{field}` (did you mean `{c}`?)"),
-        None => format!("unknown key `{field}`; {}", expected.trim_start_matches(", ")),
+        None => format!(
+            "unknown key `{field}`; {}",
+            expected.trim_start_matches(", ")
+        ),
     }
 }
 
@@ -238,7 +308,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
-        assert!(err.problems[0].message.contains("did you mean `upstream`"), "{err}");
+        assert!(
+            err.problems[0].message.contains("did you mean `upstream`"),
+            "{err}"
+        );
         assert!(err.problems[0].location.starts_with("f:3:"), "{err}");
         assert_eq!(err.problems[1].location, "routes[1]");
     }

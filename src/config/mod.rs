@@ -22,7 +22,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn at(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { location: location.into(), message: message.into() }
+        Problem {
+            location: location.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -67,7 +70,7 @@ pub struct Loaded {
 impl Loaded {
     /// Resolves a path written in the file against the file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
+        if p.is_absolute() || self.dir == Path::new(".") {
             p.to_path_buf()
         } else {
             self.dir.join(p)
@@ -76,7 +79,10 @@ impl Loaded {
 }
 
 /// Closest candidate to `word` for "did you mean" hints (edit distance at most 2).
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))

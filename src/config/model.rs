@@ -238,7 +238,11 @@ fn parse_status_range(s: &str) -> Option<StatusRange> {
 }
 
 /// Deserializes a value that is written as a string or a number and parsed by `parse`.
-fn from_scalar<'de, D, T>(d: D, what: &'static str, parse: fn(&str) -> Option<T>) -> Result<T, D::Error>
+fn from_scalar<'de, D, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -252,7 +256,8 @@ where
             f.write_str(self.what)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-            (self.parse)(v).ok_or_else(|| E::custom(format!("invalid value `{v}`: expected {}", self.what)))
+            (self.parse)(v)
+                .ok_or_else(|| E::custom(format!("invalid value `{v}`: expected {}", self.what)))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
             self.visit_str(&v.to_string())
@@ -295,7 +300,10 @@ impl<'de> Deserialize<'de> for ServerEntry {
                 f.write_str("`host:port` or `{ addr: host:port, weight: N }`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ServerEntry, E> {
-                Ok(ServerEntry { addr: v.to_string(), weight: 1 })
+                Ok(ServerEntry {
+                    addr: v.to_string(),
+                    weight: 1,
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerEntry, A::Error> {
                 let (mut addr, mut weight) = (None, None);
@@ -307,7 +315,10 @@ impl<'de> Deserialize<'de> for ServerEntry {
                     }
                 }
                 let addr = addr.ok_or_else(|| de::Error::missing_field("addr"))?;
-                Ok(ServerEntry { addr, weight: weight.unwrap_or(1) })
+                Ok(ServerEntry {
+                    addr,
+                    weight: weight.unwrap_or(1),
+                })
             }
         }
         d.deserialize_any(EntryVisitor)

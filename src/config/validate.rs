@@ -21,9 +21,15 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     let mut seen = HashSet::new();
     for (i, route) in c.routes.iter().enumerate() {
         check_route(loaded, i, route, &mut p);
-        let key = (route.host.as_deref().map(str::to_ascii_lowercase), route.path.trim_end_matches('/').to_string());
+        let key = (
+            route.host.as_deref().map(str::to_ascii_lowercase),
+            route.path.trim_end_matches('/').to_string(),
+        );
         if !seen.insert(key) {
-            p.push(Problem::at(format!("routes[{i}]"), "another route has the same host and path"));
+            p.push(Problem::at(
+                format!("routes[{i}]"),
+                "another route has the same host and path",
+            ));
         }
     }
     p
@@ -34,14 +40,23 @@ fn check_listen(c: &Config, p: &mut Vec<Problem>) {
     for (key, addr) in [("http", &l.http), ("https", &l.https), ("admin", &l.admin)] {
         if let Some(a) = addr {
             if a.parse::<SocketAddr>().is_err() {
-                p.push(Problem::at(format!("listen.{key}"), format!("`{a}` is not an address like 0.0.0.0:80 or [::]:443")));
+                p.push(Problem::at(
+                    format!("listen.{key}"),
+                    format!("`{a}` is not an address like 0.0.0.0:80 or [::]:443"),
+                ));
             }
         }
     }
     if l.http.is_none() && l.https.is_none() {
-        p.push(Problem::at("listen", "set at least one of listen.http and listen.https"));
+        p.push(Problem::at(
+            "listen",
+            "set at least one of listen.http and listen.https",
+        ));
     }
-    let addrs: Vec<&String> = [&l.http, &l.https, &l.admin].into_iter().flatten().collect();
+    let addrs: Vec<&String> = [&l.http, &l.https, &l.admin]
+        .into_iter()
+        .flatten()
+        .collect();
     if addrs.iter().collect::<HashSet<_>>().len() != addrs.len() {
         p.push(Problem::at("listen", "two listeners share one address"));
     }
@@ -58,28 +73,40 @@ fn check_tls(loaded: &Loaded, p: &mut Vec<Problem>) {
     if let Some(dir) = &t.certs {
         let dir = loaded.resolve(dir);
         if !dir.is_dir() {
-            p.push(Problem::at("tls.certs", format!("`{}` is not a directory", dir.display())));
+            p.push(Problem::at(
+                "tls.certs",
+                format!("`{}` is not a directory", dir.display()),
+            ));
         }
     }
     if t.acme.is_some() {
         p.push(Problem::at("tls.acme", "automatic certificates (ACME) are not available in this build yet; remove tls.acme and put certificates in tls.certs"));
     }
     if t.redirect_http == Some(true) && loaded.config.listen.https.is_none() {
-        p.push(Problem::at("tls.redirect_http", "needs listen.https to redirect to"));
+        p.push(Problem::at(
+            "tls.redirect_http",
+            "needs listen.https to redirect to",
+        ));
     }
 }
 
 fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
     let at = |k: &str| format!("upstreams.{name}.{k}");
     if pool.servers.is_empty() {
-        p.push(Problem::at(at("servers"), "a pool needs at least one server"));
+        p.push(Problem::at(
+            at("servers"),
+            "a pool needs at least one server",
+        ));
     }
     for (i, s) in pool.servers.iter().enumerate() {
         if let Err(why) = check_host_port(&s.addr) {
             p.push(Problem::at(format!("upstreams.{name}.servers[{i}]"), why));
         }
         if s.weight == 0 {
-            p.push(Problem::at(format!("upstreams.{name}.servers[{i}].weight"), "must be at least 1"));
+            p.push(Problem::at(
+                format!("upstreams.{name}.servers[{i}].weight"),
+                "must be at least 1",
+            ));
         }
     }
     if let Some(h) = &pool.health {
@@ -93,10 +120,17 @@ fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
             p.push(Problem::at(at("health.timeout"), "must be more than 0"));
         }
         if h.rise == 0 || h.fall == 0 {
-            p.push(Problem::at(at("health"), "rise and fall must be at least 1"));
+            p.push(Problem::at(
+                at("health"),
+                "rise and fall must be at least 1",
+            ));
         }
     }
-    for (k, d) in [("connect_timeout", pool.connect_timeout), ("read_timeout", pool.read_timeout), ("write_timeout", pool.write_timeout)] {
+    for (k, d) in [
+        ("connect_timeout", pool.connect_timeout),
+        ("read_timeout", pool.read_timeout),
+        ("write_timeout", pool.write_timeout),
+    ] {
         if d.0.is_zero() {
             p.push(Problem::at(at(k), "must be more than 0"));
         }
@@ -108,11 +142,14 @@ fn check_host_port(addr: &str) -> Result<(), String> {
     if addr.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
-    let bad = || format!("`{addr}` is not a server address like 127.0.0.1:8000 or app.internal:8000");
+    let bad =
+        || format!("`{addr}` is not a server address like 127.0.0.1:8000 or app.internal:8000");
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     port.parse::<u16>().map_err(|_| bad())?;
     let host_ok = !host.is_empty()
-        && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if host_ok {
         Ok(())
     } else {
@@ -123,7 +160,10 @@ fn check_host_port(addr: &str) -> Result<(), String> {
 fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>) {
     let at = |k: &str| format!("routes[{i}].{k}");
     if !r.path.starts_with('/') {
-        p.push(Problem::at(at("path"), format!("`{}` must start with /", r.path)));
+        p.push(Problem::at(
+            at("path"),
+            format!("`{}` must start with /", r.path),
+        ));
     }
     if let Some(h) = &r.host {
         if let Err(why) = check_host_pattern(h) {
@@ -131,37 +171,61 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
         }
     }
     match (&r.upstream, &r.static_dir) {
-        (Some(_), Some(_)) => p.push(Problem::at(format!("routes[{i}]"), "set either `upstream` or `static`, not both")),
-        (None, None) => p.push(Problem::at(format!("routes[{i}]"), "set `upstream` (a pool name) or `static` (a directory)")),
+        (Some(_), Some(_)) => p.push(Problem::at(
+            format!("routes[{i}]"),
+            "set either `upstream` or `static`, not both",
+        )),
+        (None, None) => p.push(Problem::at(
+            format!("routes[{i}]"),
+            "set `upstream` (a pool name) or `static` (a directory)",
+        )),
         (Some(u), None) if !loaded.config.upstreams.contains_key(u) => {
             let hint = did_you_mean(u, loaded.config.upstreams.keys().map(String::as_str))
                 .map(|c| format!(" (did you mean `{c}`?)"))
                 .unwrap_or_default();
-            p.push(Problem::at(at("upstream"), format!("no upstream named `{u}`{hint}")));
+            p.push(Problem::at(
+                at("upstream"),
+                format!("no upstream named `{u}`{hint}"),
+            ));
         }
         (None, Some(dir)) => {
             let dir = loaded.resolve(dir);
             if !dir.is_dir() {
-                p.push(Problem::at(at("static"), format!("`{}` is not a directory", dir.display())));
+                p.push(Problem::at(
+                    at("static"),
+                    format!("`{}` is not a directory", dir.display()),
+                ));
             }
         }
         _ => {}
     }
     if r.rate_limit.is_some() {
-        p.push(Problem::at(at("rate_limit"), "rate limiting is not available in this build yet; remove the key"));
+        p.push(Problem::at(
+            at("rate_limit"),
+            "rate limiting is not available in this build yet; remove the key",
+        ));
     }
     if r.max_concurrent == Some(0) {
         p.push(Problem::at(at("max_concurrent"), "must be at least 1"));
     }
     if r.websocket_idle_timeout.0.is_zero() {
-        p.push(Problem::at(at("websocket_idle_timeout"), "must be more than 0"));
+        p.push(Problem::at(
+            at("websocket_idle_timeout"),
+            "must be more than 0",
+        ));
     }
     for (name, value) in &r.headers {
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
-            p.push(Problem::at(at(&format!("headers.{name}")), "is not a valid header name"));
+            p.push(Problem::at(
+                at(&format!("headers.{name}")),
+                "is not a valid header name",
+            ));
         }
         if HeaderValue::from_str(value).is_err() {
-            p.push(Problem::at(at(&format!("headers.{name}")), "is not a valid header value"));
+            p.push(Problem::at(
+                at(&format!("headers.{name}")),
+                "is not a valid header value",
+            ));
         }
     }
 }
@@ -169,7 +233,11 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
 /// `example.com`, `*.example.com` or an IP address; no scheme, port or path.
 fn check_host_pattern(h: &str) -> Result<(), String> {
     let name = h.strip_prefix("*.").unwrap_or(h);
-    let label_ok = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
     if name.parse::<std::net::IpAddr>().is_ok() || name.split('.').all(label_ok) {
         Ok(())
     } else {

@@ -33,7 +33,11 @@ pub struct ClientInfo<'a> {
 }
 
 /// Rewrites `req` for the upstream.
-pub fn rewrite_request(req: &mut RequestHeader, client: &ClientInfo, route: &Route) -> pingora_error::Result<()> {
+pub fn rewrite_request(
+    req: &mut RequestHeader,
+    client: &ClientInfo,
+    route: &Route,
+) -> pingora_error::Result<()> {
     strip_hop_by_hop(req, client.upgrade);
     set_forwarded(req, client)?;
     for (name, value) in &route.headers {
@@ -52,8 +56,14 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    let upgrade = keep_upgrade.then(|| req.headers.get(header::UPGRADE).cloned()).flatten();
-    for name in named.iter().map(HeaderName::as_str).chain(HOP_BY_HOP.iter().copied()) {
+    let upgrade = keep_upgrade
+        .then(|| req.headers.get(header::UPGRADE).cloned())
+        .flatten();
+    for name in named
+        .iter()
+        .map(HeaderName::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
         req.remove_header(name);
     }
     if let Some(upgrade) = upgrade {
@@ -66,7 +76,11 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
 fn set_forwarded(req: &mut RequestHeader, client: &ClientInfo) -> pingora_error::Result<()> {
     if let Some(ip) = client.ip {
         let ip = ip.to_string();
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
             _ => ip.clone(),
         };
@@ -108,8 +122,16 @@ mod tests {
             ("te", "trailers"),
         ]);
         let mut route = Route::new("r".into(), "/", Target::Static(PathBuf::from(".")));
-        route.headers.push((HeaderName::from_static("x-env"), HeaderValue::from_static("prod")));
-        let client = ClientInfo { ip: Some("192.0.2.7".parse().unwrap()), proto: "https", host: "app.test:8080", upgrade: false };
+        route.headers.push((
+            HeaderName::from_static("x-env"),
+            HeaderValue::from_static("prod"),
+        ));
+        let client = ClientInfo {
+            ip: Some("192.0.2.7".parse().unwrap()),
+            proto: "https",
+            host: "app.test:8080",
+            upgrade: false,
+        };
         rewrite_request(&mut req, &client, &route).unwrap();
         let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(h("x-forwarded-for").as_deref(), Some("10.0.0.1, 192.0.2.7"));

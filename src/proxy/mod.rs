@@ -63,22 +63,41 @@ fn request_host(req: &RequestHeader) -> &str {
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// Approximate size of the request head as sent.
 fn head_size(req: &RequestHeader) -> usize {
     let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
-    uri + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+    uri + req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
 }
 
 fn content_length(req: &RequestHeader) -> Option<u64> {
-    req.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Proxy {
     /// Answers with a local response and records its status.
-    async fn local(&self, session: &mut Session, ctx: &mut Ctx, status: u16, extra: &[(&str, &str)]) -> Result<bool> {
+    async fn local(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        extra: &[(&str, &str)],
+    ) -> Result<bool> {
         ctx.local_status = Some(status);
         respond::send(session, status, extra).await?;
         Ok(true)
@@ -95,16 +114,25 @@ impl Proxy {
             return None;
         }
         let name = crate::routing::strip_port(host);
-        let authority = if port == 443 { name.to_string() } else { format!("{name}:{port}") };
+        let authority = if port == 443 {
+            name.to_string()
+        } else {
+            format!("{name}:{port}")
+        };
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
         Some(format!("https://{authority}{target}"))
     }
 
     /// Picks a server of the route's pool that this request has not tried yet.
     fn pick(&self, session: &Session, ctx: &mut Ctx) -> bool {
-        let Some(pool) = ctx.pool.clone() else { return false };
+        let Some(pool) = ctx.pool.clone() else {
+            return false;
+        };
         let req = session.req_header();
-        let key = SelectKey { client_ip: client_ip(session), uri: req.uri.path_and_query().map_or("/", |p| p.as_str()) };
+        let key = SelectKey {
+            client_ip: client_ip(session),
+            uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        };
         match pool.select(&key, &ctx.tried) {
             Some(i) => {
                 ctx.tried.push(i);
@@ -116,21 +144,37 @@ impl Proxy {
     }
 
     /// Checks that apply to every routed request before it goes anywhere.
-    async fn admit(&self, session: &mut Session, ctx: &mut Ctx, route: &Arc<Route>) -> Result<Option<bool>> {
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Arc<Route>,
+    ) -> Result<Option<bool>> {
         let Some(guard) = route.enter() else {
             tracing::warn!(route = %route.name, "max_concurrent reached");
-            return self.local(session, ctx, 503, &[("retry-after", "1")]).await.map(Some);
+            return self
+                .local(session, ctx, 503, &[("retry-after", "1")])
+                .await
+                .map(Some);
         };
         ctx.inflight = Some(guard);
         if content_length(session.req_header()).is_some_and(|len| len > route.max_body) {
             session.set_keepalive(None);
-            return self.local(session, ctx, 413, &[("connection", "close")]).await.map(Some);
+            return self
+                .local(session, ctx, 413, &[("connection", "close")])
+                .await
+                .map(Some);
         }
         Ok(None)
     }
 
     /// Sends the request to the pool, or tunnels it when it is a WebSocket upgrade.
-    async fn forward(&self, session: &mut Session, ctx: &mut Ctx, route: &Arc<Route>) -> Result<bool> {
+    async fn forward(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Arc<Route>,
+    ) -> Result<bool> {
         if !self.pick(session, ctx) {
             tracing::warn!(route = %route.name, upstream = %ctx.pool_name(), "no healthy server");
             return self.local(session, ctx, 503, &[("retry-after", "1")]).await;
@@ -144,8 +188,15 @@ impl Proxy {
     }
 
     /// Carries a WebSocket upgrade end to end (see `websocket.rs`).
-    async fn websocket(&self, session: &mut Session, ctx: &mut Ctx, route: &Arc<Route>) -> Result<bool> {
-        let Some(pool) = ctx.pool.clone() else { return Ok(false) };
+    async fn websocket(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Arc<Route>,
+    ) -> Result<bool> {
+        let Some(pool) = ctx.pool.clone() else {
+            return Ok(false);
+        };
         let mut req = session.req_header().clone();
         self.rewrite(session, &mut req, route, true)?;
         let timeouts = websocket::Timeouts {
@@ -184,7 +235,13 @@ impl Proxy {
     }
 
     /// Applies path stripping and forwarding headers to a request bound upstream.
-    fn rewrite(&self, session: &Session, req: &mut RequestHeader, route: &Route, upgrade: bool) -> Result<()> {
+    fn rewrite(
+        &self,
+        session: &Session,
+        req: &mut RequestHeader,
+        route: &Route,
+        upgrade: bool,
+    ) -> Result<()> {
         if route.strip_prefix {
             let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
             let stripped = route.upstream_path(pq).into_owned();
@@ -194,7 +251,12 @@ impl Proxy {
             req.set_uri(uri);
         }
         let host = request_host(session.req_header()).to_string();
-        let client = ClientInfo { ip: client_ip(session), proto: self.listener.proto(), host: &host, upgrade };
+        let client = ClientInfo {
+            ip: client_ip(session),
+            proto: self.listener.proto(),
+            host: &host,
+            upgrade,
+        };
         headers::rewrite_request(req, &client, route)
     }
 }
@@ -221,10 +283,14 @@ impl ProxyHttp for Proxy {
         ctx.runtime = Some(rt.clone());
         if head_size(session.req_header()) as u64 > rt.settings.max_header_size {
             session.set_keepalive(None);
-            return self.local(session, ctx, 431, &[("connection", "close")]).await;
+            return self
+                .local(session, ctx, 431, &[("connection", "close")])
+                .await;
         }
         if let Some(location) = self.redirect_target(&rt, session.req_header()) {
-            return self.local(session, ctx, 308, &[("location", &location)]).await;
+            return self
+                .local(session, ctx, 308, &[("location", &location)])
+                .await;
         }
         let req = session.req_header();
         let Some(route) = rt.routes.lookup(request_host(req), req.uri.path()).cloned() else {
@@ -268,7 +334,13 @@ impl ProxyHttp for Proxy {
 
     /// Nothing was sent on a failed connect, so any method may go to another server while
     /// `retries` lasts.
-    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         tracing::warn!(upstream = %ctx.pool_name(), server = %peer, "connect failed: {e}");
         ctx.backend = None;
         if ctx.retries_left > 0 {
@@ -281,14 +353,27 @@ impl ProxyHttp for Proxy {
     }
 
     /// Rewrites the upstream request: strip_prefix, X-Forwarded-*, hop-by-hop, route headers.
-    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-        let Some(route) = ctx.route.clone() else { return Ok(()) };
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
         self.rewrite(session, req, &route, false)
     }
 
     /// Counts body bytes against `max_body` (413) and works around pingora #935 (an empty final
     /// chunk from an h2 client must not become a second chunked terminator upstream).
-    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut Ctx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         if let Some(b) = body.as_ref() {
             ctx.body_bytes += b.len() as u64;
             if end_of_stream && b.is_empty() {
@@ -296,13 +381,20 @@ impl ProxyHttp for Proxy {
             }
         }
         match &ctx.route {
-            Some(route) if ctx.body_bytes > route.max_body => Err(respond::http_error(413, "request body over max_body")),
+            Some(route) if ctx.body_bytes > route.max_body => {
+                Err(respond::http_error(413, "request body over max_body"))
+            }
             _ => Ok(()),
         }
     }
 
     /// Records the upstream status and adds HSTS on https routes that ask for it.
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
         if self.listener == Listener::Https && ctx.route.as_ref().is_some_and(|r| r.hsts) {
             resp.insert_header("strict-transport-security", "max-age=31536000")?;
@@ -313,26 +405,48 @@ impl ProxyHttp for Proxy {
     /// Maps a failure to the status the client gets (one place: `respond::status_for`).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = respond::status_for(e);
+        // The connection is not reused after a failure: say so in the answer.
+        session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
-            let extra: &[(&str, &str)] = if code == 503 { &[("retry-after", "1")] } else { &[] };
+            let extra: &[(&str, &str)] = if code == 503 {
+                &[("retry-after", "1")]
+            } else {
+                &[]
+            };
             if let Err(we) = respond::send(session, code, extra).await {
                 tracing::debug!("cannot send the error response: {we}");
             }
         }
         ctx.local_status = Some(code);
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     /// Metrics and the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let code = session.response_written().map(|r| r.status.as_u16()).or(ctx.local_status).unwrap_or(0);
+        let code = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
         let elapsed = ctx.start.elapsed();
-        metrics::observe_request(ctx.route_name(), ctx.pool_name(), code, elapsed.as_secs_f64());
+        metrics::observe_request(
+            ctx.route_name(),
+            ctx.pool_name(),
+            code,
+            elapsed.as_secs_f64(),
+        );
         if let (Some(b), Some(status)) = (ctx.backend.as_ref(), ctx.upstream_status) {
             metrics::observe_upstream(ctx.pool_name(), &b.backend().label, status);
         }
         let req = session.req_header();
-        let server = ctx.backend.as_ref().map(|b| b.backend().label.as_str()).unwrap_or("");
+        let server = ctx
+            .backend
+            .as_ref()
+            .map(|b| b.backend().label.as_str())
+            .unwrap_or("");
         let error = e.map(|e| e.to_string());
         tracing::info!(
             target: "rproxy::access",

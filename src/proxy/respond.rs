@@ -8,8 +8,15 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Writes a short plain-text response with `status` and any `extra` headers.
-pub async fn send(session: &mut Session, status: u16, extra: &[(&str, &str)]) -> pingora_error::Result<()> {
-    let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+pub async fn send(
+    session: &mut Session,
+    status: u16,
+    extra: &[(&str, &str)],
+) -> pingora_error::Result<()> {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     let body = Bytes::from(format!("{status} {reason}\n"));
     let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;
@@ -18,7 +25,9 @@ pub async fn send(session: &mut Session, status: u16, extra: &[(&str, &str)]) ->
         resp.insert_header(name.to_string(), *value)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }

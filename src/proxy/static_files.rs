@@ -46,7 +46,9 @@ pub async fn serve(session: &mut Session, root: &Path, rel: &str) -> pingora_err
 
 /// The canonical file for `rel` under `root`, or `None` if it does not exist or escapes.
 async fn resolve(root: &Path, rel: &str) -> Option<PathBuf> {
-    let decoded = percent_encoding::percent_decode_str(rel).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(rel)
+        .decode_utf8()
+        .ok()?;
     let mut path = root.to_path_buf();
     for segment in decoded.split('/') {
         match segment {
@@ -99,30 +101,46 @@ async fn send_file(session: &mut Session, path: &Path, head: bool) -> pingora_er
     resp.insert_header("content-length", meta.len().to_string())?;
     resp.insert_header("etag", &etag)?;
     resp.insert_header("last-modified", &last_modified)?;
-    session.write_response_header(Box::new(resp), head || meta.len() == 0).await?;
+    session
+        .write_response_header(Box::new(resp), head || meta.len() == 0)
+        .await?;
     if head || meta.len() == 0 {
         return Ok(200);
     }
     let mut left = meta.len();
     let mut buf = vec![0u8; CHUNK];
     while left > 0 {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| pingora_error::Error::because(pingora_error::ErrorType::FileReadError, "reading a static file", e))?;
+        let n = file.read(&mut buf).await.map_err(|e| {
+            pingora_error::Error::because(
+                pingora_error::ErrorType::FileReadError,
+                "reading a static file",
+                e,
+            )
+        })?;
         if n == 0 {
             // The file shrank while being sent; the client sees a short body and a closed connection.
-            return pingora_error::Error::e_explain(pingora_error::ErrorType::FileReadError, "static file shrank");
+            return pingora_error::Error::e_explain(
+                pingora_error::ErrorType::FileReadError,
+                "static file shrank",
+            );
         }
         left = left.saturating_sub(n as u64);
-        session.write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), left == 0).await?;
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), left == 0)
+            .await?;
     }
     Ok(200)
 }
 
 fn etag(len: u64, modified: SystemTime) -> String {
-    let since = modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    format!("\"{len:x}-{:x}{:08x}\"", since.as_secs(), since.subsec_nanos())
+    let since = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "\"{len:x}-{:x}{:08x}\"",
+        since.as_secs(),
+        since.subsec_nanos()
+    )
 }
 
 fn not_modified(session: &Session, etag: &str, modified: SystemTime) -> bool {
@@ -139,15 +157,26 @@ fn not_modified(session: &Session, etag: &str, modified: SystemTime) -> bool {
         .and_then(|v| httpdate::parse_http_date(v).ok());
     match since {
         // HTTP dates have whole seconds.
-        Some(since) => modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
-            <= since.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs(),
+        Some(since) => {
+            modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                <= since
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+        }
         None => false,
     }
 }
 
 fn content_type(path: &Path) -> String {
     let mime = mime_guess::from_path(path).first_or_octet_stream();
-    if mime.type_() == mime_guess::mime::TEXT || mime.subtype() == mime_guess::mime::JAVASCRIPT || mime.subtype() == mime_guess::mime::JSON {
+    if mime.type_() == mime_guess::mime::TEXT
+        || mime.subtype() == mime_guess::mime::JAVASCRIPT
+        || mime.subtype() == mime_guess::mime::JSON
+    {
         format!("{mime}; charset=utf-8")
     } else {
         mime.to_string()

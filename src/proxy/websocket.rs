@@ -31,18 +31,33 @@ pub struct Timeouts {
 pub async fn connect(addr: SocketAddr, req: &RequestHeader, t: Timeouts) -> Result<TcpStream> {
     let mut stream = match timeout(t.connect, TcpStream::connect(addr)).await {
         Ok(s) => s.or_err(ErrorType::ConnectRefused, "connecting for a WebSocket")?,
-        Err(_) => return Error::e_explain(ErrorType::ConnectTimedout, "connecting for a WebSocket"),
+        Err(_) => {
+            return Error::e_explain(ErrorType::ConnectTimedout, "connecting for a WebSocket")
+        }
     };
     let head = encode_request(req);
-    stream.write_all(&head).await.or_err(ErrorType::WriteError, "sending the WebSocket handshake")?;
+    stream
+        .write_all(&head)
+        .await
+        .or_err(ErrorType::WriteError, "sending the WebSocket handshake")?;
     Ok(stream)
 }
 
 /// Relays the upstream's answer and, on 101, carries the tunnel to its end. Returns the status.
-pub async fn relay(session: &mut Session, mut upstream: TcpStream, route: &str, t: Timeouts) -> Result<u16> {
+pub async fn relay(
+    session: &mut Session,
+    mut upstream: TcpStream,
+    route: &str,
+    t: Timeouts,
+) -> Result<u16> {
     let (resp, rest, body_len) = match timeout(t.handshake, read_head(&mut upstream)).await {
         Ok(r) => r?,
-        Err(_) => return Error::e_explain(ErrorType::ReadTimedout, "waiting for the WebSocket handshake answer"),
+        Err(_) => {
+            return Error::e_explain(
+                ErrorType::ReadTimedout,
+                "waiting for the WebSocket handshake answer",
+            )
+        }
     };
     let status = resp.status.as_u16();
     session.write_response_header(Box::new(resp), false).await?;
@@ -60,7 +75,12 @@ pub async fn relay(session: &mut Session, mut upstream: TcpStream, route: &str, 
 }
 
 /// Copies bytes both ways; ends on EOF from the upstream, an error, or `idle` without traffic.
-async fn pump(session: &mut Session, upstream: TcpStream, first: Bytes, idle: Duration) -> Result<()> {
+async fn pump(
+    session: &mut Session,
+    upstream: TcpStream,
+    first: Bytes,
+    idle: Duration,
+) -> Result<()> {
     let (mut up_read, mut up_write) = upstream.into_split();
     if !first.is_empty() {
         session.write_response_body(Some(first), false).await?;
@@ -98,20 +118,30 @@ async fn pump(session: &mut Session, upstream: TcpStream, first: Bytes, idle: Du
 }
 
 /// Sends a non-101 answer's body (Content-Length or close-delimited) to the client.
-async fn relay_plain_body(session: &mut Session, mut upstream: TcpStream, first: Bytes, len: Option<u64>) -> Result<()> {
+async fn relay_plain_body(
+    session: &mut Session,
+    mut upstream: TcpStream,
+    first: Bytes,
+    len: Option<u64>,
+) -> Result<()> {
     let mut left = len.unwrap_or(u64::MAX);
     let first = first.slice(..first.len().min(usize::try_from(left).unwrap_or(usize::MAX)));
     left -= first.len() as u64;
     session.write_response_body(Some(first), left == 0).await?;
     let mut buf = vec![0u8; 16 << 10];
     while left > 0 {
-        let n = upstream.read(&mut buf).await.or_err(ErrorType::ReadError, "reading from the upstream")?;
+        let n = upstream
+            .read(&mut buf)
+            .await
+            .or_err(ErrorType::ReadError, "reading from the upstream")?;
         if n == 0 {
             break;
         }
         let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
         left -= n as u64;
-        session.write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), left == 0).await?;
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), left == 0)
+            .await?;
     }
     if len.is_none() {
         session.write_response_body(None, true).await?;
@@ -123,9 +153,15 @@ async fn relay_plain_body(session: &mut Session, mut upstream: TcpStream, first:
 async fn read_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Bytes, Option<u64>)> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        let n = upstream.read_buf(&mut buf).await.or_err(ErrorType::ReadError, "reading the handshake answer")?;
+        let n = upstream
+            .read_buf(&mut buf)
+            .await
+            .or_err(ErrorType::ReadError, "reading the handshake answer")?;
         if n == 0 {
-            return Error::e_explain(ErrorType::ConnectionClosed, "upstream closed during the WebSocket handshake");
+            return Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "upstream closed during the WebSocket handshake",
+            );
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Response::new(&mut headers);
@@ -137,9 +173,17 @@ async fn read_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Bytes, O
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
             Ok(httparse::Status::Partial) => {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "upstream handshake answer too large")
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "upstream handshake answer too large",
+                )
             }
-            Err(e) => return Error::e_explain(ErrorType::InvalidHTTPHeader, format!("bad upstream handshake answer: {e}")),
+            Err(e) => {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    format!("bad upstream handshake answer: {e}"),
+                )
+            }
         }
     }
 }
@@ -151,7 +195,9 @@ fn to_response(parsed: &httparse::Response) -> Result<(ResponseHeader, Option<u6
     let mut chunked = false;
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            content_length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
+            content_length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
         }
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = true;
@@ -159,7 +205,10 @@ fn to_response(parsed: &httparse::Response) -> Result<(ResponseHeader, Option<u6
         resp.append_header(h.name.to_string(), h.value)?;
     }
     if code != 101 && chunked {
-        return Error::e_explain(ErrorType::InvalidHTTPHeader, "chunked answer to a WebSocket handshake is not relayed");
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "chunked answer to a WebSocket handshake is not relayed",
+        );
     }
     Ok((resp, if code == 101 { Some(0) } else { content_length }))
 }

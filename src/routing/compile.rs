@@ -40,7 +40,9 @@ pub fn compile(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Compiled, 
         }
     }
     let mut routes = RouteTable::default();
-    for (i, rc) in c.routes.iter().enumerate() {
+    // A route to a pool that failed to build was already reported through that pool.
+    let failed = |rc: &RouteConfig| rc.upstream.as_ref().is_some_and(|u| !pools.contains_key(u));
+    for (i, rc) in c.routes.iter().enumerate().filter(|(_, rc)| !failed(rc)) {
         match build_route(loaded, i, rc, &pools) {
             Ok(route) => routes.insert(rc.host.as_deref(), Arc::new(route)),
             Err(p) => problems.push(p),
@@ -48,13 +50,20 @@ pub fn compile(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Compiled, 
     }
     routes.finish();
     let certs = match c.listen.https.is_some() {
-        true => build_certs(loaded, &routes).map_err(|p| problems.extend(p)).ok(),
+        true => build_certs(loaded, &routes)
+            .map_err(|p| problems.extend(p))
+            .ok(),
         false => None,
     };
     if !problems.is_empty() {
         return Err(problems.into());
     }
-    let https_port = c.listen.https.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()).map(|a| a.port());
+    let https_port = c
+        .listen
+        .https
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .map(|a| a.port());
     let redirect_https = https_port.filter(|_| c.tls.redirect_http.unwrap_or(true));
     let settings = Settings {
         header_timeout: c.server.header_timeout.0,
@@ -62,11 +71,26 @@ pub fn compile(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Compiled, 
         max_header_size: c.server.max_header_size.0,
         grace_period: c.server.grace_period.0,
     };
-    Ok(Compiled { runtime: Runtime { routes, pools, redirect_https, settings }, certs })
+    Ok(Compiled {
+        runtime: Runtime {
+            routes,
+            pools,
+            redirect_https,
+            settings,
+        },
+        certs,
+    })
 }
 
-fn build_pool(name: &str, cfg: &UpstreamConfig, previous: Option<&Runtime>) -> Result<Arc<Pool>, Vec<Problem>> {
-    if let Some(old) = previous.and_then(|rt| rt.pools.get(name)).filter(|p| p.source == *cfg) {
+fn build_pool(
+    name: &str,
+    cfg: &UpstreamConfig,
+    previous: Option<&Runtime>,
+) -> Result<Arc<Pool>, Vec<Problem>> {
+    if let Some(old) = previous
+        .and_then(|rt| rt.pools.get(name))
+        .filter(|p| p.source == *cfg)
+    {
         return Ok(old.clone());
     }
     let mut addrs = Vec::with_capacity(cfg.servers.len());
@@ -74,8 +98,14 @@ fn build_pool(name: &str, cfg: &UpstreamConfig, previous: Option<&Runtime>) -> R
     for (i, s) in cfg.servers.iter().enumerate() {
         match s.addr.to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(addr)) => addrs.push(addr),
-            Ok(None) => problems.push(Problem::at(format!("upstreams.{name}.servers[{i}]"), format!("`{}` resolves to no address", s.addr))),
-            Err(e) => problems.push(Problem::at(format!("upstreams.{name}.servers[{i}]"), format!("cannot resolve `{}`: {e}", s.addr))),
+            Ok(None) => problems.push(Problem::at(
+                format!("upstreams.{name}.servers[{i}]"),
+                format!("`{}` resolves to no address", s.addr),
+            )),
+            Err(e) => problems.push(Problem::at(
+                format!("upstreams.{name}.servers[{i}]"),
+                format!("cannot resolve `{}`: {e}", s.addr),
+            )),
         }
     }
     if problems.is_empty() {
@@ -85,19 +115,35 @@ fn build_pool(name: &str, cfg: &UpstreamConfig, previous: Option<&Runtime>) -> R
     }
 }
 
-fn build_route(loaded: &Loaded, i: usize, rc: &RouteConfig, pools: &BTreeMap<String, Arc<Pool>>) -> Result<Route, Problem> {
+fn build_route(
+    loaded: &Loaded,
+    i: usize,
+    rc: &RouteConfig,
+    pools: &BTreeMap<String, Arc<Pool>>,
+) -> Result<Route, Problem> {
     let target = match (&rc.upstream, &rc.static_dir) {
-        (Some(name), _) => Target::Upstream(
-            pools.get(name).cloned().ok_or_else(|| Problem::at(format!("routes[{i}].upstream"), format!("no upstream named `{name}`")))?,
-        ),
+        (Some(name), _) => Target::Upstream(pools.get(name).cloned().ok_or_else(|| {
+            Problem::at(
+                format!("routes[{i}].upstream"),
+                format!("no upstream named `{name}`"),
+            )
+        })?),
         (None, Some(dir)) => {
             let dir = loaded.resolve(dir);
-            let canonical = dir
-                .canonicalize()
-                .map_err(|e| Problem::at(format!("routes[{i}].static"), format!("`{}`: {e}", dir.display())))?;
+            let canonical = dir.canonicalize().map_err(|e| {
+                Problem::at(
+                    format!("routes[{i}].static"),
+                    format!("`{}`: {e}", dir.display()),
+                )
+            })?;
             Target::Static(canonical)
         }
-        (None, None) => return Err(Problem::at(format!("routes[{i}]"), "no upstream or static target")),
+        (None, None) => {
+            return Err(Problem::at(
+                format!("routes[{i}]"),
+                "no upstream or static target",
+            ))
+        }
     };
     let name = rc
         .name
@@ -115,7 +161,12 @@ fn build_route(loaded: &Loaded, i: usize, rc: &RouteConfig, pools: &BTreeMap<Str
         let value = HeaderValue::from_str(v);
         match (name, value) {
             (Ok(n), Ok(v)) => route.headers.push((n, v)),
-            _ => return Err(Problem::at(format!("routes[{i}].headers.{k}"), "invalid header")),
+            _ => {
+                return Err(Problem::at(
+                    format!("routes[{i}].headers.{k}"),
+                    "invalid header",
+                ))
+            }
         }
     }
     Ok(route)

@@ -140,7 +140,11 @@ impl RouteTable {
 
     /// Sorts every level so the longest prefix is tried first.
     pub fn finish(&mut self) {
-        let levels = self.exact.values_mut().chain(self.wildcard.values_mut()).chain(std::iter::once(&mut self.any));
+        let levels = self
+            .exact
+            .values_mut()
+            .chain(self.wildcard.values_mut())
+            .chain(std::iter::once(&mut self.any));
         for level in levels {
             level.0.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         }
@@ -169,7 +173,10 @@ impl RouteTable {
     }
 
     /// Wildcard levels covering `host`, most specific first.
-    fn wildcard_levels<'s, 'h>(&'s self, host: &'h str) -> impl Iterator<Item = &'s Level> + use<'s, 'h> {
+    fn wildcard_levels<'s, 'h>(
+        &'s self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'s Level> + use<'s, 'h> {
         let suffixes = std::iter::successors(host.split_once('.').map(|(_, s)| s), |s| {
             s.split_once('.').map(|(_, s)| s)
         });
@@ -192,7 +199,10 @@ fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
 /// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..h.len() + 1])
+            .unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -205,7 +215,11 @@ mod tests {
     use super::*;
 
     fn route(name: &str, prefix: &str) -> Arc<Route> {
-        Arc::new(Route::new(name.into(), prefix, Target::Static(PathBuf::from("."))))
+        Arc::new(Route::new(
+            name.into(),
+            prefix,
+            Target::Static(PathBuf::from(".")),
+        ))
     }
 
     fn table() -> RouteTable {

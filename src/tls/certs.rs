@@ -38,7 +38,11 @@ impl fmt::Debug for CertStore {
 impl CertStore {
     /// Loads every certificate pair in `dir` (if any) and, when `self_signed`, makes a fallback
     /// certificate for `fallback_names`.
-    pub fn load(dir: Option<&Path>, fallback_names: &[String], self_signed: bool) -> Result<CertStore, Vec<Problem>> {
+    pub fn load(
+        dir: Option<&Path>,
+        fallback_names: &[String],
+        self_signed: bool,
+    ) -> Result<CertStore, Vec<Problem>> {
         let mut store = CertStore::default();
         let mut problems = Vec::new();
         if let Some(dir) = dir {
@@ -57,7 +61,10 @@ impl CertStore {
         if self_signed {
             match self_signed_cert(fallback_names) {
                 Ok(key) => store.fallback = Some(key),
-                Err(e) => problems.push(Problem::at("tls.self_signed", format!("cannot make a self-signed certificate: {e}"))),
+                Err(e) => problems.push(Problem::at(
+                    "tls.self_signed",
+                    format!("cannot make a self-signed certificate: {e}"),
+                )),
             }
         }
         if problems.is_empty() {
@@ -82,14 +89,17 @@ impl CertStore {
 
     fn lookup(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.exact
-            .get(&name)
-            .or_else(|| name.split_once('.').and_then(|(_, suffix)| self.wildcard.get(suffix)))
+        self.exact.get(&name).or_else(|| {
+            name.split_once('.')
+                .and_then(|(_, suffix)| self.wildcard.get(suffix))
+        })
     }
 
     /// The certificate for an SNI name, else the fallback.
     pub fn get(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        sni.and_then(|n| self.lookup(n)).or(self.fallback.as_ref()).cloned()
+        sni.and_then(|n| self.lookup(n))
+            .or(self.fallback.as_ref())
+            .cloned()
     }
 }
 
@@ -101,7 +111,9 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn new(store: CertStore) -> CertResolver {
-        CertResolver { store: ArcSwap::from_pointee(store) }
+        CertResolver {
+            store: ArcSwap::from_pointee(store),
+        }
     }
 
     pub fn swap(&self, store: CertStore) {
@@ -128,14 +140,19 @@ fn find_pairs(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(PathBuf, PathBuf)
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            problems.push(Problem::at(dir.display().to_string(), format!("cannot read the certificate directory: {e}")));
+            problems.push(Problem::at(
+                dir.display().to_string(),
+                format!("cannot read the certificate directory: {e}"),
+            ));
             return Vec::new();
         }
     };
     let mut pairs: Vec<(PathBuf, PathBuf)> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("crt" | "pem")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("crt" | "pem"))
+        })
         .filter_map(|cert| {
             let key = cert.with_extension("key");
             if key.is_file() {
@@ -151,37 +168,52 @@ fn find_pairs(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(PathBuf, PathBuf)
 }
 
 /// Reads one pair: the names its leaf covers, the signing key, and its expiry (Unix seconds).
-fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(Vec<String>, Arc<CertifiedKey>, f64), String> {
+fn load_pair(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Vec<String>, Arc<CertifiedKey>, f64), String> {
     let cert_pem = std::fs::read(cert_path).map_err(|e| format!("cannot read: {e}"))?;
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("not a PEM certificate file: {e}"))?;
     let leaf = chain.first().ok_or("no certificate in the file")?;
-    let key_pem = std::fs::read(key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
+    let key_pem =
+        std::fs::read(key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| format!("{}: not a PEM private key: {e}", key_path.display()))?
         .ok_or_else(|| format!("{}: no private key in the file", key_path.display()))?;
-    let signing = any_supported_type(&key).map_err(|e| format!("{}: unsupported private key: {e}", key_path.display()))?;
+    let signing = any_supported_type(&key)
+        .map_err(|e| format!("{}: unsupported private key: {e}", key_path.display()))?;
     let (names, not_after) = leaf_names(leaf)?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| format!("the key in {} does not belong to this certificate: {e}", key_path.display()))?;
+    certified.keys_match().map_err(|e| {
+        format!(
+            "the key in {} does not belong to this certificate: {e}",
+            key_path.display()
+        )
+    })?;
     Ok((names, Arc::new(certified), not_after))
 }
 
 /// DNS and IP names of a certificate (SANs, else the CN) and its expiry.
 fn leaf_names(der: &CertificateDer<'_>) -> Result<(Vec<String>, f64), String> {
     use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("invalid certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("invalid certificate: {e}"))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
             match n {
                 GeneralName::DNSName(d) => names.push(d.to_string()),
                 GeneralName::IPAddress(ip) => match ip.len() {
-                    4 => names.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).unwrap_or_default()).to_string()),
-                    16 => names.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).unwrap_or_default()).to_string()),
+                    4 => names.push(
+                        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).unwrap_or_default())
+                            .to_string(),
+                    ),
+                    16 => names.push(
+                        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).unwrap_or_default())
+                            .to_string(),
+                    ),
                     _ => {}
                 },
                 _ => {}
@@ -189,7 +221,12 @@ fn leaf_names(der: &CertificateDer<'_>) -> Result<(Vec<String>, f64), String> {
         }
     }
     if names.is_empty() {
-        names.extend(cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_string));
+        names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_string),
+        );
     }
     if names.is_empty() {
         return Err("the certificate names no host (no SAN and no CN)".into());
@@ -204,7 +241,12 @@ fn self_signed_cert(names: &[String]) -> Result<Arc<CertifiedKey>, String> {
     names.sort();
     names.dedup();
     let generated = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        generated.signing_key.serialize_der(),
+    ));
     let signing = any_supported_type(&key).map_err(|e| e.to_string())?;
-    Ok(Arc::new(CertifiedKey::new(vec![generated.cert.der().clone()], signing)))
+    Ok(Arc::new(CertifiedKey::new(
+        vec![generated.cert.der().clone()],
+        signing,
+    )))
 }

@@ -32,7 +32,9 @@ async fn run(pool: Weak<Pool>) {
     let mut streaks: Vec<Streak> = Vec::new();
     loop {
         let Some(strong) = pool.upgrade() else { return };
-        let Some(health) = strong.health.clone() else { return };
+        let Some(health) = strong.health.clone() else {
+            return;
+        };
         streaks.resize(strong.backends.len(), Streak::default());
         let results = probe_all(&strong, &health).await;
         for (i, result) in results {
@@ -59,7 +61,13 @@ async fn probe_all(pool: &Pool, health: &HealthConfig) -> Vec<(usize, Result<u16
     out
 }
 
-fn apply(pool: &Pool, i: usize, streak: &mut Streak, health: &HealthConfig, result: Result<u16, String>) {
+fn apply(
+    pool: &Pool,
+    i: usize,
+    streak: &mut Streak,
+    health: &HealthConfig,
+    result: Result<u16, String>,
+) {
     let backend = &pool.backends[i];
     let passed = matches!(result, Ok(code) if passes(health.expect, code));
     if passed {
@@ -70,7 +78,11 @@ fn apply(pool: &Pool, i: usize, streak: &mut Streak, health: &HealthConfig, resu
         streak.passes = 0;
     }
     let was = backend.is_healthy();
-    let now = if was { streak.failures < health.fall } else { streak.passes >= health.rise };
+    let now = if was {
+        streak.failures < health.fall
+    } else {
+        streak.passes >= health.rise
+    };
     if now != was {
         backend.set_healthy(now);
         let why = match &result {
@@ -93,9 +105,13 @@ fn passes(expect: StatusRange, code: u16) -> bool {
 /// One HTTP/1.1 probe; returns the status code.
 pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
     let attempt = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: rproxy-health-check\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];
         while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
@@ -127,7 +143,10 @@ mod tests {
 
     #[test]
     fn status_line() {
-        assert_eq!(parse_status(b"HTTP/1.1 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            parse_status(b"HTTP/1.1 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status(b"garbage\r\n"), None);
     }
 }

@@ -25,7 +25,13 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(addr: SocketAddr, label: String, weight: u32, healthy: bool) -> Backend {
-        Backend { addr, label, weight, healthy: AtomicBool::new(healthy), active: AtomicUsize::new(0) }
+        Backend {
+            addr,
+            label,
+            weight,
+            healthy: AtomicBool::new(healthy),
+            active: AtomicUsize::new(0),
+        }
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -131,8 +137,9 @@ impl Pool {
 
     /// Picks a healthy server not in `exclude` (indexes into `backends`).
     pub fn select(&self, key: &SelectKey, exclude: &[usize]) -> Option<usize> {
-        self.selector
-            .pick(&self.backends, key, |i| self.backends[i].is_healthy() && !exclude.contains(&i))
+        self.selector.pick(&self.backends, key, |i| {
+            self.backends[i].is_healthy() && !exclude.contains(&i)
+        })
     }
 
     /// True once every server has been probed at least once (always true without probes).

@@ -19,8 +19,16 @@ pub struct Selector {
 
 impl Selector {
     pub fn new(balance: Balance, weights: &[u32]) -> Selector {
-        let schedule = if balance == Balance::Weighted { smooth_schedule(weights) } else { Vec::new() };
-        Selector { balance, next: AtomicUsize::new(0), schedule }
+        let schedule = if balance == Balance::Weighted {
+            smooth_schedule(weights)
+        } else {
+            Vec::new()
+        };
+        Selector {
+            balance,
+            next: AtomicUsize::new(0),
+            schedule,
+        }
     }
 
     pub fn balance(&self) -> Balance {
@@ -28,7 +36,12 @@ impl Selector {
     }
 
     /// Picks an eligible backend index, or `None` when none is eligible.
-    pub fn pick(&self, backends: &[Arc<Backend>], key: &SelectKey, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(
+        &self,
+        backends: &[Arc<Backend>],
+        key: &SelectKey,
+        eligible: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = backends.len();
         if n == 0 {
             return None;
@@ -41,7 +54,9 @@ impl Selector {
             Balance::Weighted => {
                 let len = self.schedule.len();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..len).map(|k| self.schedule[(start + k) % len]).find(|&i| eligible(i))
+                (0..len)
+                    .map(|k| self.schedule[(start + k) % len])
+                    .find(|&i| eligible(i))
             }
             Balance::LeastConn => {
                 // Fewest in-flight per unit of weight; ties rotate so idle servers share work.
@@ -49,7 +64,9 @@ impl Selector {
                 (0..n)
                     .map(|k| (start + k) % n)
                     .filter(|&i| eligible(i))
-                    .min_by_key(|&i| (backends[i].active() as u64 * 1024) / u64::from(backends[i].weight.max(1)))
+                    .min_by_key(|&i| {
+                        (backends[i].active() as u64 * 1024) / u64::from(backends[i].weight.max(1))
+                    })
             }
             Balance::IpHash => {
                 let ip = key.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
@@ -70,13 +87,19 @@ impl Selector {
 
 /// Highest-random-weight hashing: a key keeps its server while that server stays eligible, and
 /// only the keys of a server that leaves move.
-fn rendezvous(backends: &[Arc<Backend>], key: &[u8], eligible: impl Fn(usize) -> bool) -> Option<usize> {
-    (0..backends.len()).filter(|&i| eligible(i)).max_by_key(|&i| {
-        let mut h = fnv::FnvHasher::default();
-        key.hash(&mut h);
-        backends[i].label.hash(&mut h);
-        h.finish()
-    })
+fn rendezvous(
+    backends: &[Arc<Backend>],
+    key: &[u8],
+    eligible: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    (0..backends.len())
+        .filter(|&i| eligible(i))
+        .max_by_key(|&i| {
+            let mut h = fnv::FnvHasher::default();
+            key.hash(&mut h);
+            backends[i].label.hash(&mut h);
+            h.finish()
+        })
 }
 
 /// Nginx's smooth weighted round-robin, unrolled into one cycle of backend indexes.
@@ -89,7 +112,8 @@ fn smooth_schedule(weights: &[u32]) -> Vec<usize> {
         for (c, w) in current.iter_mut().zip(weights) {
             *c += i64::from((*w).max(1));
         }
-        let Some(best) = (0..weights.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i))) else {
+        let Some(best) = (0..weights.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+        else {
             break;
         };
         current[best] -= total;
@@ -104,21 +128,33 @@ mod tests {
 
     fn backends(n: usize) -> Vec<Arc<Backend>> {
         (0..n)
-            .map(|i| Arc::new(Backend::new(format!("127.0.0.1:{}", 1000 + i).parse().unwrap(), format!("s{i}"), 1, true)))
+            .map(|i| {
+                Arc::new(Backend::new(
+                    format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                    format!("s{i}"),
+                    1,
+                    true,
+                ))
+            })
             .collect()
     }
 
     #[test]
     fn smooth_weights_interleave() {
         assert_eq!(smooth_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_schedule(&[1, 3]).iter().filter(|&&i| i == 1).count(), 3);
+        assert_eq!(
+            smooth_schedule(&[1, 3]).iter().filter(|&&i| i == 1).count(),
+            3
+        );
     }
 
     #[test]
     fn round_robin_skips_ineligible() {
         let b = backends(3);
         let s = Selector::new(Balance::RoundRobin, &[1, 1, 1]);
-        let picks: Vec<_> = (0..4).map(|_| s.pick(&b, &SelectKey::default(), |i| i != 1).unwrap()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| s.pick(&b, &SelectKey::default(), |i| i != 1).unwrap())
+            .collect();
         assert!(!picks.contains(&1));
         assert!(picks.contains(&0) && picks.contains(&2));
         assert_eq!(s.pick(&b, &SelectKey::default(), |_| false), None);
@@ -138,7 +174,10 @@ mod tests {
     fn consistent_hash_is_stable() {
         let b = backends(4);
         let s = Selector::new(Balance::ConsistentHash, &[1; 4]);
-        let key = SelectKey { client_ip: None, uri: "/a" };
+        let key = SelectKey {
+            client_ip: None,
+            uri: "/a",
+        };
         let first = s.pick(&b, &key, |_| true).unwrap();
         assert_eq!(s.pick(&b, &key, |_| true), Some(first));
         // Removing another server does not move the key.

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rproxy::metrics::config_loaded(true);
+    rproxy::metrics::config_applied();
     tracing::info!(config = %cli.config.display(), "rproxy {VERSION} starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(rproxy::signals::Signals { state }),

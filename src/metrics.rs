@@ -175,18 +175,23 @@ pub fn websocket_closed(route: &str) {
     METRICS.websockets.with_label_values(&[route]).dec();
 }
 
-/// Counts a configuration load; `ok` also stamps the last-success time.
-pub fn config_loaded(ok: bool) {
+/// Counts a reload; a good one also stamps the last-success time.
+pub fn config_reloaded(ok: bool) {
     METRICS
         .reloads
         .with_label_values(&[if ok { "ok" } else { "error" }])
         .inc();
     if ok {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        METRICS.last_reload.set(now.as_secs_f64());
+        config_applied();
     }
+}
+
+/// Stamps the time a configuration took effect (the first load, or a reload).
+pub fn config_applied() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    METRICS.last_reload.set(now.as_secs_f64());
 }
 
 pub fn set_certificate_expiry(domain: &str, unix_seconds: f64) {

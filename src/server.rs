@@ -20,6 +20,7 @@ use crate::admin::Admin;
 use crate::config::Loaded;
 use crate::metrics;
 use crate::proxy::{Listener, Proxy};
+use crate::reload::{ReloadService, Reloader};
 use crate::routing::compile::Compiled;
 use crate::sniff;
 use crate::state::State;
@@ -217,6 +218,10 @@ pub fn build_server(
     );
     supervisor.threads = Some(1);
     server.add_service(supervisor);
+    let reloader = Arc::new(Reloader::new(loaded.clone(), state.clone()));
+    let mut reload = background_service("reload", ReloadService { reloader });
+    reload.threads = Some(1);
+    server.add_service(reload);
     Ok((server, state))
 }
 

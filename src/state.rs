@@ -37,6 +37,8 @@ pub struct State {
     runtime: ArcSwap<Runtime>,
     pub certs: Option<Arc<CertResolver>>,
     draining: AtomicBool,
+    /// Set once every pool has finished its first probe round; reloads do not unset it.
+    ready: AtomicBool,
     connections: AtomicUsize,
 }
 
@@ -46,6 +48,7 @@ impl State {
             runtime: ArcSwap::from_pointee(runtime),
             certs,
             draining: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
         }
     }
@@ -62,7 +65,15 @@ impl State {
 
     /// Ready: not draining and every pool has finished its first round of probes.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.runtime.load().pools.values().all(|p| p.probed_once())
+        if self.is_draining() {
+            return false;
+        }
+        if !self.ready.load(Ordering::Acquire)
+            && self.runtime.load().pools.values().all(|p| p.probed_once())
+        {
+            self.ready.store(true, Ordering::Release);
+        }
+        self.ready.load(Ordering::Acquire)
     }
 
     pub fn is_draining(&self) -> bool {

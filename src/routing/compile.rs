@@ -25,6 +25,16 @@ pub struct Compiled {
 
 /// Validates and compiles `loaded`; `previous` lends pools whose settings did not change.
 pub fn compile(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Compiled, ConfigError> {
+    compile_with_certs(loaded, previous, None)
+}
+
+/// As `compile`; `previous_certs` lets a certificate file that turned bad keep its last good
+/// certificate (reloads only).
+pub fn compile_with_certs(
+    loaded: &Loaded,
+    previous: Option<&Runtime>,
+    previous_certs: Option<&CertStore>,
+) -> Result<Compiled, ConfigError> {
     let mut problems = crate::config::validate(loaded);
     if !problems.is_empty() {
         return Err(problems.into());
@@ -50,7 +60,7 @@ pub fn compile(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Compiled, 
     }
     routes.finish();
     let certs = match c.listen.https.is_some() {
-        true => build_certs(loaded, &routes)
+        true => build_certs(loaded, &routes, previous_certs)
             .map_err(|p| problems.extend(p))
             .ok(),
         false => None,
@@ -108,11 +118,14 @@ fn build_pool(
             )),
         }
     }
-    if problems.is_empty() {
-        Ok(Arc::new(Pool::new(name, cfg, addrs)))
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    let pool = Pool::new(name, cfg, addrs);
+    if let Some(old) = previous.and_then(|rt| rt.pools.get(name)) {
+        pool.inherit_health(old);
+    }
+    Ok(Arc::new(pool))
 }
 
 fn build_route(
@@ -172,12 +185,21 @@ fn build_route(
     Ok(route)
 }
 
-fn build_certs(loaded: &Loaded, routes: &RouteTable) -> Result<CertStore, Vec<Problem>> {
+fn build_certs(
+    loaded: &Loaded,
+    routes: &RouteTable,
+    previous: Option<&CertStore>,
+) -> Result<CertStore, Vec<Problem>> {
     let tls = &loaded.config.tls;
-    let dir = match &tls.certs {
+    let dir = certs_dir(loaded);
+    let names: Vec<String> = routes.exact_hosts().map(str::to_string).collect();
+    CertStore::load(dir.as_deref(), &names, tls.self_signed, previous)
+}
+
+/// The certificate directory: `tls.certs`, else `certs/` beside the file when it exists.
+pub fn certs_dir(loaded: &Loaded) -> Option<std::path::PathBuf> {
+    match &loaded.config.tls.certs {
         Some(d) => Some(loaded.resolve(d)),
         None => Some(loaded.dir.join("certs")).filter(|d| d.is_dir()),
-    };
-    let names: Vec<String> = routes.exact_hosts().map(str::to_string).collect();
-    CertStore::load(dir.as_deref(), &names, tls.self_signed)
+    }
 }

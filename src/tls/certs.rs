@@ -23,6 +23,8 @@ pub struct CertStore {
     /// Keyed by the part after `*.`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     fallback: Option<Arc<CertifiedKey>>,
+    /// What each certificate file gave, so a reload can keep it when the file turns bad.
+    files: HashMap<PathBuf, (Vec<String>, Arc<CertifiedKey>)>,
 }
 
 impl fmt::Debug for CertStore {
@@ -37,25 +39,33 @@ impl fmt::Debug for CertStore {
 
 impl CertStore {
     /// Loads every certificate pair in `dir` (if any) and, when `self_signed`, makes a fallback
-    /// certificate for `fallback_names`.
+    /// certificate for `fallback_names`. With `previous` (a reload), a pair that fails to load
+    /// keeps what it gave before, with a warning, instead of failing the whole store.
     pub fn load(
         dir: Option<&Path>,
         fallback_names: &[String],
         self_signed: bool,
+        previous: Option<&CertStore>,
     ) -> Result<CertStore, Vec<Problem>> {
         let mut store = CertStore::default();
         let mut problems = Vec::new();
-        if let Some(dir) = dir {
-            for pair in find_pairs(dir, &mut problems) {
-                match load_pair(&pair.0, &pair.1) {
-                    Ok((names, key, not_after)) => {
-                        for name in names {
-                            metrics::set_certificate_expiry(&name, not_after);
-                            store.insert(&name, key.clone());
-                        }
-                    }
-                    Err(why) => problems.push(Problem::at(pair.0.display().to_string(), why)),
+        for (cert, key) in dir
+            .map(|d| find_pairs(d, &mut problems))
+            .unwrap_or_default()
+        {
+            let loaded = load_pair(&cert, &key).map(|(names, key, not_after)| {
+                for name in &names {
+                    metrics::set_certificate_expiry(name, not_after);
                 }
+                (names, key)
+            });
+            match (loaded, previous.and_then(|p| p.files.get(&cert))) {
+                (Ok(pair), _) => store.add_file(cert, pair),
+                (Err(why), Some(last_good)) => {
+                    tracing::warn!(file = %cert.display(), "{why}; keeping the last good certificate");
+                    store.add_file(cert, last_good.clone());
+                }
+                (Err(why), None) => problems.push(Problem::at(cert.display().to_string(), why)),
             }
         }
         if self_signed {
@@ -72,6 +82,13 @@ impl CertStore {
         } else {
             Err(problems)
         }
+    }
+
+    fn add_file(&mut self, file: PathBuf, pair: (Vec<String>, Arc<CertifiedKey>)) {
+        for name in &pair.0 {
+            self.insert(name, pair.1.clone());
+        }
+        self.files.insert(file, pair);
     }
 
     fn insert(&mut self, name: &str, key: Arc<CertifiedKey>) {

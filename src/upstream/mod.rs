@@ -151,6 +151,19 @@ impl Pool {
         self.backends.iter().any(|b| b.is_healthy())
     }
 
+    /// Takes over the health of servers this pool shares with `old` (same address), so a
+    /// membership change does not gate servers that are already known to be healthy.
+    pub fn inherit_health(&self, old: &Pool) {
+        if self.health.is_none() || old.health.is_none() {
+            return;
+        }
+        for b in &self.backends {
+            if let Some(prev) = old.backends.iter().find(|o| o.addr == b.addr) {
+                b.set_healthy(prev.is_healthy());
+            }
+        }
+    }
+
     /// Claims the right to run this pool's prober; true for the first caller only.
     pub(crate) fn claim_prober(&self) -> bool {
         self.health.is_some() && !self.probing.swap(true, Ordering::AcqRel)

@@ -1,0 +1,199 @@
+//! Hot reload. Triggers: SIGHUP, a change of the configuration file (polled through symlinks,
+//! so editors' rename-writes and Kubernetes ConfigMap `..data` swaps are seen), and a change in
+//! the certificate directory. Each runs load -> validate -> compile beside the running state ->
+//! publish; a bad file changes nothing and is logged and counted.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, Loaded};
+use crate::metrics;
+use crate::routing::compile::{certs_dir, compile_with_certs};
+use crate::state::State;
+
+/// How often the files are checked, and how long a change must hold still before it is read.
+const POLL: Duration = Duration::from_millis(500);
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// What the running configuration was loaded from.
+struct Running {
+    /// Settings fixed at start (listeners, threads): a reload cannot change them.
+    at_start: Loaded,
+    config_print: Option<u64>,
+    certs_print: Option<u64>,
+    certs_dir: Option<PathBuf>,
+}
+
+/// Reloads the configuration on request; shared by the signal, the poller and tests.
+pub struct Reloader {
+    path: PathBuf,
+    state: Arc<State>,
+    running: Mutex<Running>,
+}
+
+/// Why a reload did not take effect.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReloadError(pub config::ConfigError);
+
+impl Reloader {
+    pub fn new(loaded: Loaded, state: Arc<State>) -> Reloader {
+        let certs_dir = certs_dir(&loaded);
+        let running = Running {
+            config_print: file_print(&loaded.path),
+            certs_print: certs_dir.as_deref().and_then(dir_print),
+            certs_dir,
+            at_start: loaded,
+        };
+        Reloader {
+            path: running.at_start.path.clone(),
+            state,
+            running: Mutex::new(running),
+        }
+    }
+
+    /// Loads, compiles and publishes the file now. On error the running state is untouched.
+    pub fn reload(&self, why: &str) -> Result<(), ReloadError> {
+        let Ok(mut running) = self.running.lock() else {
+            return Err(ReloadError(
+                vec![config::Problem::at("reload", "reload state poisoned")].into(),
+            ));
+        };
+        running.config_print = file_print(&self.path);
+        let result = self.apply(&mut running);
+        metrics::config_reloaded(result.is_ok());
+        match &result {
+            Ok(()) => {
+                tracing::info!(config = %self.path.display(), "configuration reloaded ({why})")
+            }
+            Err(e) => {
+                for p in &e.0.problems {
+                    tracing::error!(
+                        "reload ({why}) rejected, the running configuration stays: {p}"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    fn apply(&self, running: &mut Running) -> Result<(), ReloadError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let mut loaded = config::load_file(&self.path, &env).map_err(ReloadError)?;
+        keep_fixed_settings(&running.at_start, &mut loaded);
+        let current = self.state.runtime();
+        let certs = self.state.certs.as_ref().map(|r| r.store());
+        let compiled =
+            compile_with_certs(&loaded, Some(&current), certs.as_deref()).map_err(ReloadError)?;
+        if let (Some(resolver), Some(store)) = (&self.state.certs, compiled.certs) {
+            resolver.swap(store);
+        }
+        self.state.publish(compiled.runtime);
+        running.certs_dir = certs_dir(&loaded);
+        running.certs_print = running.certs_dir.as_deref().and_then(dir_print);
+        Ok(())
+    }
+
+    /// Has the file or the certificate directory changed since the last reload?
+    fn changed(&self) -> bool {
+        let Ok(running) = self.running.lock() else {
+            return false;
+        };
+        let config = file_print(&self.path);
+        let certs = running.certs_dir.as_deref().and_then(dir_print);
+        // A file missing for a moment (mid-swap) is not a change.
+        (config.is_some() && config != running.config_print) || certs != running.certs_print
+    }
+}
+
+/// Listeners and threads are bound at start: a change is reported, and the rest applies.
+fn keep_fixed_settings(at_start: &Loaded, loaded: &mut Loaded) {
+    let (old, new) = (&at_start.config, &mut loaded.config);
+    let l = (&old.listen.http, &old.listen.https, &old.listen.admin);
+    if l != (&new.listen.http, &new.listen.https, &new.listen.admin) {
+        tracing::warn!(
+            "listen addresses changed: that needs a restart; the rest of the change applies"
+        );
+        new.listen = old.listen.clone();
+    }
+    if old.server.threads != new.server.threads {
+        tracing::warn!(
+            "server.threads changed: that needs a restart; the rest of the change applies"
+        );
+        new.server.threads = old.server.threads;
+    }
+}
+
+fn file_print(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = fnv::FnvHasher::default();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Names, sizes and modification times of the files in a directory (symlinks followed).
+fn dir_print(dir: &Path) -> Option<u64> {
+    let mut entries: Vec<(String, u64, std::time::SystemTime)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let meta = std::fs::metadata(e.path()).ok().filter(|m| m.is_file())?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                meta.len(),
+                meta.modified().ok()?,
+            ))
+        })
+        .collect();
+    entries.sort();
+    let mut h = fnv::FnvHasher::default();
+    entries.hash(&mut h);
+    Some(h.finish())
+}
+
+/// The background service: SIGHUP and the file poller.
+pub struct ReloadService {
+    pub reloader: Arc<Reloader>,
+}
+
+impl ReloadService {
+    async fn reload(&self, why: &'static str) {
+        let reloader = self.reloader.clone();
+        // Compiling resolves upstream names: keep it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || reloader.reload(why)).await;
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("cannot listen for SIGHUP: {e}");
+                None
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    self.reload("SIGHUP").await;
+                }
+                _ = tokio::time::sleep(POLL) => {
+                    if self.reloader.changed() {
+                        tokio::time::sleep(SETTLE).await;
+                        self.reload("file change").await;
+                    }
+                }
+            }
+        }
+    }
+}

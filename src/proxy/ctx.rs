@@ -25,6 +25,11 @@ pub struct Ctx {
     /// The status a response written by rproxy itself carried.
     pub local_status: Option<u16>,
     pub inflight: Option<InflightGuard>,
+    /// The client's `X-Request-Id`, or one made here; sent upstream and back to the client.
+    pub request_id: String,
+    /// When the current upstream attempt started, and how long its response head took.
+    pub upstream_start: Option<Instant>,
+    pub upstream_header: Option<std::time::Duration>,
 }
 
 impl Default for Ctx {
@@ -41,6 +46,9 @@ impl Default for Ctx {
             upstream_status: None,
             local_status: None,
             inflight: None,
+            request_id: String::new(),
+            upstream_start: None,
+            upstream_header: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! runtime once, is routed, then either answered locally (redirect, static file, error),
 //! tunnelled (WebSocket), or forwarded to a healthy server of its route's pool.
 
+mod access;
 mod ctx;
 pub mod headers;
 mod respond;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
-use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -22,7 +22,6 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::Ctx;
 
-use crate::metrics;
 use crate::routing::{Route, Target};
 use crate::state::{Runtime, State};
 use crate::upstream::SelectKey;
@@ -54,7 +53,7 @@ pub struct Proxy {
 }
 
 /// The Host header, or the :authority of an HTTP/2 request.
-fn request_host(req: &RequestHeader) -> &str {
+pub(crate) fn request_host(req: &RequestHeader) -> &str {
     req.headers
         .get(HOST)
         .and_then(|v| v.to_str().ok())
@@ -62,7 +61,7 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+pub(crate) fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -77,6 +76,22 @@ fn head_size(req: &RequestHeader) -> usize {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
+}
+
+/// The client's `X-Request-Id` when it is short and printable, else a new random one.
+fn request_id(req: &RequestHeader) -> String {
+    let given = req
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
+    match given {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_string()
+        }
+        _ => format!("{:032x}", rand::random::<u128>()),
+    }
 }
 
 fn content_length(req: &RequestHeader) -> Option<u64> {
@@ -99,7 +114,9 @@ impl Proxy {
         extra: &[(&str, &str)],
     ) -> Result<bool> {
         ctx.local_status = Some(status);
-        respond::send(session, status, extra).await?;
+        let mut headers = extra.to_vec();
+        headers.push(("x-request-id", ctx.request_id.as_str()));
+        respond::send(session, status, &headers).await?;
         Ok(true)
     }
 
@@ -198,7 +215,7 @@ impl Proxy {
             return Ok(false);
         };
         let mut req = session.req_header().clone();
-        self.rewrite(session, &mut req, route, true)?;
+        self.rewrite(session, &mut req, route, true, &ctx.request_id)?;
         let timeouts = websocket::Timeouts {
             connect: pool.peer.connect_timeout,
             handshake: pool.peer.read_timeout,
@@ -241,7 +258,9 @@ impl Proxy {
         req: &mut RequestHeader,
         route: &Route,
         upgrade: bool,
+        request_id: &str,
     ) -> Result<()> {
+        req.insert_header("x-request-id", request_id)?;
         if route.strip_prefix {
             let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
             let stripped = route.upstream_path(pq).into_owned();
@@ -270,8 +289,9 @@ impl ProxyHttp for Proxy {
     }
 
     /// The request head is complete: the connection's header deadline no longer applies.
-    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         crate::server::headers_received();
+        ctx.request_id = request_id(session.req_header());
         Ok(())
     }
 
@@ -304,7 +324,8 @@ impl ProxyHttp for Proxy {
             Target::Static(dir) => {
                 let path = session.req_header().uri.path().to_string();
                 let rel = path.get(route.prefix.len()..).unwrap_or("");
-                ctx.local_status = Some(static_files::serve(session, dir, rel).await?);
+                ctx.local_status =
+                    Some(static_files::serve(session, dir, rel, &ctx.request_id).await?);
                 Ok(true)
             }
             Target::Upstream(pool) => {
@@ -323,6 +344,7 @@ impl ProxyHttp for Proxy {
         let (Some(backend), Some(pool)) = (ctx.backend.as_ref(), ctx.pool.as_ref()) else {
             return Err(respond::http_error(502, "no server chosen"));
         };
+        ctx.upstream_start = Some(std::time::Instant::now());
         let mut peer = HttpPeer::new(backend.backend().addr, false, String::new());
         let s = &pool.peer;
         peer.options.connection_timeout = Some(s.connect_timeout);
@@ -362,7 +384,7 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        self.rewrite(session, req, &route, false)
+        self.rewrite(session, req, &route, false, &ctx.request_id)
     }
 
     /// Counts body bytes against `max_body` (413) and works around pingora #935 (an empty final
@@ -396,6 +418,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
+        ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if self.listener == Listener::Https && ctx.route.as_ref().is_some_and(|r| r.hsts) {
             resp.insert_header("strict-transport-security", "max-age=31536000")?;
         }
@@ -413,7 +437,9 @@ impl ProxyHttp for Proxy {
             } else {
                 &[]
             };
-            if let Err(we) = respond::send(session, code, extra).await {
+            let mut headers = extra.to_vec();
+            headers.push(("x-request-id", ctx.request_id.as_str()));
+            if let Err(we) = respond::send(session, code, &headers).await {
                 tracing::debug!("cannot send the error response: {we}");
             }
         }
@@ -426,42 +452,6 @@ impl ProxyHttp for Proxy {
 
     /// Metrics and the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let code = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.local_status)
-            .unwrap_or(0);
-        let elapsed = ctx.start.elapsed();
-        metrics::observe_request(
-            ctx.route_name(),
-            ctx.pool_name(),
-            code,
-            elapsed.as_secs_f64(),
-        );
-        if let (Some(b), Some(status)) = (ctx.backend.as_ref(), ctx.upstream_status) {
-            metrics::observe_upstream(ctx.pool_name(), &b.backend().label, status);
-        }
-        let req = session.req_header();
-        let server = ctx
-            .backend
-            .as_ref()
-            .map(|b| b.backend().label.as_str())
-            .unwrap_or("");
-        let error = e.map(|e| e.to_string());
-        tracing::info!(
-            target: "rproxy::access",
-            client = %client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
-            method = %req.method,
-            host = request_host(req),
-            path = req.uri.path(),
-            status = code,
-            route = ctx.route_name(),
-            upstream = server,
-            ms = elapsed.as_millis() as u64,
-            error = error.as_deref().unwrap_or(""),
-        );
-        if req.method != Method::GET && e.is_some() {
-            tracing::debug!("request failed: {:?}", e);
-        }
+        access::record(session, e, ctx);
     }
 }

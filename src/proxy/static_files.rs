@@ -17,31 +17,41 @@ const CHUNK: usize = 64 << 10;
 
 /// Serves `rel` (the request path after the route prefix, still percent-encoded) from `root`
 /// (a canonical directory). Returns the status written.
-pub async fn serve(session: &mut Session, root: &Path, rel: &str) -> pingora_error::Result<u16> {
+pub async fn serve(
+    session: &mut Session,
+    root: &Path,
+    rel: &str,
+    rid: &str,
+) -> pingora_error::Result<u16> {
     let method = session.req_header().method.clone();
     if method != Method::GET && method != Method::HEAD {
-        respond::send(session, 405, &[("allow", "GET, HEAD")]).await?;
+        respond::send(
+            session,
+            405,
+            &[("allow", "GET, HEAD"), ("x-request-id", rid)],
+        )
+        .await?;
         return Ok(405);
     }
     let Some(path) = resolve(root, rel).await else {
-        respond::send(session, 404, &[]).await?;
+        respond::send(session, 404, &[("x-request-id", rid)]).await?;
         return Ok(404);
     };
     let path = if path.is_dir() {
         if !rel.is_empty() && !rel.ends_with('/') {
-            return redirect_to_dir(session).await;
+            return redirect_to_dir(session, rid).await;
         }
         match confine(root, &path.join("index.html")).await {
             Some(index) => index,
             None => {
-                respond::send(session, 404, &[]).await?;
+                respond::send(session, 404, &[("x-request-id", rid)]).await?;
                 return Ok(404);
             }
         }
     } else {
         path
     };
-    send_file(session, &path, method == Method::HEAD).await
+    send_file(session, &path, method == Method::HEAD, rid).await
 }
 
 /// The canonical file for `rel` under `root`, or `None` if it does not exist or escapes.
@@ -67,36 +77,48 @@ async fn confine(root: &Path, path: &Path) -> Option<PathBuf> {
     real.starts_with(root).then_some(real)
 }
 
-async fn redirect_to_dir(session: &mut Session) -> pingora_error::Result<u16> {
+async fn redirect_to_dir(session: &mut Session, rid: &str) -> pingora_error::Result<u16> {
     let uri = &session.req_header().uri;
     let location = match uri.query() {
         Some(q) => format!("{}/?{q}", uri.path()),
         None => format!("{}/", uri.path()),
     };
-    respond::send(session, 301, &[("location", &location)]).await?;
+    respond::send(
+        session,
+        301,
+        &[("location", &location), ("x-request-id", rid)],
+    )
+    .await?;
     Ok(301)
 }
 
-async fn send_file(session: &mut Session, path: &Path, head: bool) -> pingora_error::Result<u16> {
+async fn send_file(
+    session: &mut Session,
+    path: &Path,
+    head: bool,
+    rid: &str,
+) -> pingora_error::Result<u16> {
     let Ok(mut file) = tokio::fs::File::open(path).await else {
-        respond::send(session, 404, &[]).await?;
+        respond::send(session, 404, &[("x-request-id", rid)]).await?;
         return Ok(404);
     };
     let Ok(meta) = file.metadata().await else {
-        respond::send(session, 404, &[]).await?;
+        respond::send(session, 404, &[("x-request-id", rid)]).await?;
         return Ok(404);
     };
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let etag = etag(meta.len(), modified);
     let last_modified = httpdate::fmt_http_date(modified);
     if not_modified(session, &etag, modified) {
-        let mut resp = ResponseHeader::build(304, Some(2))?;
+        let mut resp = ResponseHeader::build(304, Some(3))?;
+        resp.insert_header("x-request-id", rid)?;
         resp.insert_header("etag", &etag)?;
         resp.insert_header("last-modified", &last_modified)?;
         session.write_response_header(Box::new(resp), true).await?;
         return Ok(304);
     }
-    let mut resp = ResponseHeader::build(200, Some(4))?;
+    let mut resp = ResponseHeader::build(200, Some(5))?;
+    resp.insert_header("x-request-id", rid)?;
     resp.insert_header("content-type", content_type(path))?;
     resp.insert_header("content-length", meta.len().to_string())?;
     resp.insert_header("etag", &etag)?;

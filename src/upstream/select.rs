@@ -19,7 +19,10 @@ pub struct Selector {
 
 impl Selector {
     pub fn new(balance: Balance, weights: &[u32]) -> Selector {
-        let schedule = if balance == Balance::Weighted {
+        // Round robin honours weights as nginx's does; `weighted` is the same algorithm.
+        let weighted = matches!(balance, Balance::Weighted | Balance::RoundRobin)
+            && weights.iter().any(|&w| w != 1);
+        let schedule = if weighted {
             smooth_schedule(weights)
         } else {
             Vec::new()
@@ -47,11 +50,11 @@ impl Selector {
             return None;
         }
         match self.balance {
-            Balance::RoundRobin => {
+            Balance::RoundRobin | Balance::Weighted if self.schedule.is_empty() => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))
             }
-            Balance::Weighted => {
+            Balance::RoundRobin | Balance::Weighted => {
                 let len = self.schedule.len();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..len)

@@ -6,7 +6,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -16,7 +16,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::{self, Loaded};
 use crate::metrics;
 use crate::routing::compile::{certs_dir, compile_with_certs};
-use crate::state::State;
+use crate::state::{Runtime, State};
+use crate::upstream::{health, Pool};
 
 /// How often the files are checked, and how long a change must hold still before it is read.
 const POLL: Duration = Duration::from_millis(500);
@@ -92,6 +93,7 @@ impl Reloader {
         let certs = self.state.certs.as_ref().map(|r| r.store());
         let compiled =
             compile_with_certs(&loaded, Some(&current), certs.as_deref()).map_err(ReloadError)?;
+        warm_up(&current, &compiled.runtime);
         if let (Some(resolver), Some(store)) = (&self.state.certs, compiled.certs) {
             resolver.swap(store);
         }
@@ -110,6 +112,33 @@ impl Reloader {
         let certs = running.certs_dir.as_deref().and_then(dir_print);
         // A file missing for a moment (mid-swap) is not a change.
         (config.is_some() && config != running.config_print) || certs != running.certs_print
+    }
+}
+
+/// Probes the pools a reload creates before they are published (bounded by their probe
+/// timeout), so servers that are up get traffic from the first request on.
+fn warm_up(old: &Runtime, new: &Runtime) {
+    let fresh: Vec<&Arc<Pool>> = new
+        .pools
+        .iter()
+        .filter(|(name, pool)| !old.pools.get(*name).is_some_and(|o| Arc::ptr_eq(o, pool)))
+        .map(|(_, pool)| pool)
+        .filter(|pool| pool.health.is_some())
+        .collect();
+    if fresh.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    for pool in &fresh {
+        health::spawn(pool);
+    }
+    let longest = fresh
+        .iter()
+        .filter_map(|p| p.health.as_ref())
+        .map(|h| h.timeout.0)
+        .max();
+    let deadline = Instant::now() + longest.unwrap_or_default() + Duration::from_millis(250);
+    while Instant::now() < deadline && !fresh.iter().all(|p| p.probed_once()) {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -166,8 +195,14 @@ pub struct ReloadService {
 impl ReloadService {
     async fn reload(&self, why: &'static str) {
         let reloader = self.reloader.clone();
-        // Compiling resolves upstream names: keep it off the async threads.
-        let _ = tokio::task::spawn_blocking(move || reloader.reload(why)).await;
+        let handle = tokio::runtime::Handle::current();
+        // Compiling resolves upstream names and warming up waits for probes: keep it off the
+        // async threads, inside this runtime so probes can be spawned.
+        let _ = tokio::task::spawn_blocking(move || {
+            let _runtime = handle.enter();
+            reloader.reload(why)
+        })
+        .await;
     }
 }
 

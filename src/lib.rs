@@ -3,6 +3,7 @@
 //! The pipeline is load (`config`) -> validate -> compile (`routing::compile`) -> publish
 //! (`state`) -> serve (`proxy`, `server`). `main.rs` only parses flags and runs it.
 
+pub mod acme;
 pub mod admin;
 pub mod config;
 pub mod metrics;

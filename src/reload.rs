@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Loaded};
 use crate::metrics;
-use crate::routing::compile::{certs_dir, compile_with_certs};
+use crate::routing::compile::{certs_root, compile_with_certs};
 use crate::state::{Runtime, State};
 use crate::upstream::{health, Pool};
 
@@ -28,8 +28,8 @@ struct Running {
     /// Settings fixed at start (listeners, threads): a reload cannot change them.
     at_start: Loaded,
     config_print: Option<u64>,
-    certs_print: Option<u64>,
-    certs_dir: Option<PathBuf>,
+    certs_print: (Option<u64>, Option<u64>),
+    certs_dir: PathBuf,
 }
 
 /// Reloads the configuration on request; shared by the signal, the poller and tests.
@@ -46,10 +46,10 @@ pub struct ReloadError(pub config::ConfigError);
 
 impl Reloader {
     pub fn new(loaded: Loaded, state: Arc<State>) -> Reloader {
-        let certs_dir = certs_dir(&loaded);
+        let certs_dir = certs_root(&loaded);
         let running = Running {
             config_print: file_print(&loaded.path),
-            certs_print: certs_dir.as_deref().and_then(dir_print),
+            certs_print: certs_print(&certs_dir),
             certs_dir,
             at_start: loaded,
         };
@@ -98,20 +98,23 @@ impl Reloader {
             resolver.swap(store);
         }
         self.state.publish(compiled.runtime);
-        running.certs_dir = certs_dir(&loaded);
-        running.certs_print = running.certs_dir.as_deref().and_then(dir_print);
+        running.certs_dir = certs_root(&loaded);
+        running.certs_print = certs_print(&running.certs_dir);
         Ok(())
     }
 
-    /// Has the file or the certificate directory changed since the last reload?
-    fn changed(&self) -> bool {
+    /// What changed since the last reload: the file or the certificate directory.
+    fn changed(&self) -> Option<&'static str> {
         let Ok(running) = self.running.lock() else {
-            return false;
+            return None;
         };
         let config = file_print(&self.path);
-        let certs = running.certs_dir.as_deref().and_then(dir_print);
         // A file missing for a moment (mid-swap) is not a change.
-        (config.is_some() && config != running.config_print) || certs != running.certs_print
+        if config.is_some() && config != running.config_print {
+            return Some("file change");
+        }
+        (certs_print(&running.certs_dir) != running.certs_print)
+            .then_some("certificate files changed")
     }
 }
 
@@ -165,6 +168,11 @@ fn file_print(path: &Path) -> Option<u64> {
     let mut h = fnv::FnvHasher::default();
     bytes.hash(&mut h);
     Some(h.finish())
+}
+
+/// The certificate directory and its `acme/` subdirectory (issued certificates).
+fn certs_print(dir: &Path) -> (Option<u64>, Option<u64>) {
+    (dir_print(dir), dir_print(&dir.join("acme")))
 }
 
 /// Names, sizes and modification times of the files in a directory (symlinks followed).
@@ -223,9 +231,9 @@ impl BackgroundService for ReloadService {
                     self.reload("SIGHUP").await;
                 }
                 _ = tokio::time::sleep(POLL) => {
-                    if self.reloader.changed() {
+                    if let Some(why) = self.reloader.changed() {
                         tokio::time::sleep(SETTLE).await;
-                        self.reload("file change").await;
+                        self.reload(why).await;
                     }
                 }
             }

@@ -16,6 +16,8 @@ use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
 
+use crate::acme::alpn::AlpnResponder;
+use crate::acme::AcmeService;
 use crate::admin::Admin;
 use crate::config::Loaded;
 use crate::metrics;
@@ -194,6 +196,12 @@ pub fn build_server(
     }
     if let (Some(addr), Some(resolver)) = (&c.listen.https, resolver) {
         let mut service = proxy_service(&conf, &state, Listener::Https);
+        // Peeks each ClientHello for ACME TLS-ALPN-01 validations (a no-op without them).
+        service
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(AlpnResponder {
+                state: state.clone(),
+            }));
         let settings =
             tls::listener_settings(resolver).map_err(|e| BuildError::Tls(e.to_string()))?;
         service.add_tls_with_settings(addr, None, settings);
@@ -218,6 +226,14 @@ pub fn build_server(
     );
     supervisor.threads = Some(1);
     server.add_service(supervisor);
+    let mut acme = background_service(
+        "acme",
+        AcmeService {
+            state: state.clone(),
+        },
+    );
+    acme.threads = Some(1);
+    server.add_service(acme);
     let reloader = Arc::new(Reloader::new(loaded.clone(), state.clone()));
     let mut reload = background_service("reload", ReloadService { reloader });
     reload.threads = Some(1);

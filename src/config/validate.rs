@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use http::header::{HeaderName, HeaderValue};
 
-use super::model::{Config, RouteConfig, UpstreamConfig};
+use super::model::{AcmeConfig, Config, RouteConfig, UpstreamConfig};
 use super::{did_you_mean, Loaded, Problem};
 
 /// Checks everything that can be checked without starting anything.
@@ -79,14 +79,62 @@ fn check_tls(loaded: &Loaded, p: &mut Vec<Problem>) {
             ));
         }
     }
-    if t.acme.is_some() {
-        p.push(Problem::at("tls.acme", "automatic certificates (ACME) are not available in this build yet; remove tls.acme and put certificates in tls.certs"));
+    if let Some(acme) = &t.acme {
+        check_acme(loaded, acme, p);
     }
     if t.redirect_http == Some(true) && loaded.config.listen.https.is_none() {
         p.push(Problem::at(
             "tls.redirect_http",
             "needs listen.https to redirect to",
         ));
+    }
+}
+
+fn check_acme(loaded: &Loaded, acme: &AcmeConfig, p: &mut Vec<Problem>) {
+    let listen = &loaded.config.listen;
+    if listen.https.is_none() {
+        p.push(Problem::at(
+            "tls.acme",
+            "needs listen.https to serve the certificates",
+        ));
+    }
+    match acme.challenge.as_deref() {
+        None | Some("http-01") if listen.http.is_none() => p.push(Problem::at(
+            "tls.acme.challenge",
+            "http-01 needs listen.http (answered on port 80); or use tls-alpn-01",
+        )),
+        None | Some("http-01") | Some("tls-alpn-01") => {}
+        Some(other) => p.push(Problem::at(
+            "tls.acme.challenge",
+            format!("`{other}` is not a challenge type: use http-01 or tls-alpn-01"),
+        )),
+    }
+    if let Some(dir) = acme.directory.as_deref() {
+        let known = matches!(dir, "letsencrypt" | "letsencrypt-staging");
+        if !known && !dir.starts_with("https://") && !dir.starts_with("http://") {
+            p.push(Problem::at(
+                "tls.acme.directory",
+                format!("`{dir}` is not letsencrypt, letsencrypt-staging or a directory URL"),
+            ));
+        }
+    }
+    if let Some(ca) = &acme.ca {
+        let ca = loaded.resolve(ca);
+        if std::fs::read(&ca).is_err() {
+            p.push(Problem::at(
+                "tls.acme.ca",
+                format!("cannot read `{}`", ca.display()),
+            ));
+        }
+    }
+    for (i, d) in acme.domains.iter().flatten().enumerate() {
+        let dns = d.contains('.') && d.parse::<std::net::IpAddr>().is_err() && !d.starts_with("*.");
+        if !dns || check_host_pattern(d).is_err() {
+            p.push(Problem::at(
+                format!("tls.acme.domains[{i}]"),
+                format!("`{d}` is not a DNS name (IP addresses and wildcards cannot be ordered by HTTP-01/TLS-ALPN-01)"),
+            ));
+        }
     }
 }
 

@@ -140,6 +140,31 @@ impl Proxy {
         Some(format!("https://{authority}{target}"))
     }
 
+    /// An HTTP-01 validation request on the plain listener: `Some(answer)` (`None` inside when
+    /// there is no such token).
+    fn acme_challenge(&self, rt: &Runtime, req: &RequestHeader) -> Option<Option<String>> {
+        let acme = rt
+            .acme
+            .as_ref()
+            .filter(|_| self.listener == Listener::Http)?;
+        let token = req.uri.path().strip_prefix(ACME_CHALLENGE)?;
+        Some(crate::acme::http01_answer(acme, token))
+    }
+
+    async fn answer_challenge(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        answer: Option<String>,
+    ) -> Result<bool> {
+        let Some(body) = answer else {
+            return self.local(session, ctx, 404, &[]).await;
+        };
+        ctx.local_status = Some(200);
+        respond::send_body(session, 200, "application/octet-stream", body.into(), &[]).await?;
+        Ok(true)
+    }
+
     /// Picks a server of the route's pool that this request has not tried yet.
     fn pick(&self, session: &Session, ctx: &mut Ctx) -> bool {
         let Some(pool) = ctx.pool.clone() else {
@@ -306,6 +331,9 @@ impl ProxyHttp for Proxy {
             return self
                 .local(session, ctx, 431, &[("connection", "close")])
                 .await;
+        }
+        if let Some(answer) = self.acme_challenge(&rt, session.req_header()) {
+            return self.answer_challenge(session, ctx, answer).await;
         }
         if let Some(location) = self.redirect_target(&rt, session.req_header()) {
             return self

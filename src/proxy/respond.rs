@@ -18,8 +18,19 @@ pub async fn send(
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
     let body = Bytes::from(format!("{status} {reason}\n"));
+    send_body(session, status, "text/plain; charset=utf-8", body, extra).await
+}
+
+/// Writes a whole response with `body`.
+pub async fn send_body(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    extra: &[(&str, &str)],
+) -> pingora_error::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
-    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-type", content_type)?;
     resp.insert_header("content-length", body.len().to_string())?;
     for (name, value) in extra {
         resp.insert_header(name.to_string(), *value)?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 
 use super::{Route, RouteTable, Target};
+use crate::acme::{directory_url, AcmeSettings, Challenge};
 use crate::config::model::{RouteConfig, UpstreamConfig};
 use crate::config::{ConfigError, Loaded, Problem};
 use crate::state::{Runtime, Settings};
@@ -65,6 +66,7 @@ pub fn compile_with_certs(
             .ok(),
         false => None,
     };
+    let acme = build_acme(loaded, &routes, certs.as_ref());
     if !problems.is_empty() {
         return Err(problems.into());
     }
@@ -87,6 +89,7 @@ pub fn compile_with_certs(
             pools,
             redirect_https,
             settings,
+            acme,
         },
         certs,
     })
@@ -191,15 +194,58 @@ fn build_certs(
     previous: Option<&CertStore>,
 ) -> Result<CertStore, Vec<Problem>> {
     let tls = &loaded.config.tls;
-    let dir = certs_dir(loaded);
+    let root = certs_root(loaded);
+    let static_dir = Some(root.as_path()).filter(|d| tls.certs.is_some() || d.is_dir());
+    let acme_dir = tls.acme.as_ref().map(|_| root.join("acme"));
     let names: Vec<String> = routes.exact_hosts().map(str::to_string).collect();
-    CertStore::load(dir.as_deref(), &names, tls.self_signed, previous)
+    CertStore::load(
+        static_dir,
+        acme_dir.as_deref(),
+        &names,
+        tls.self_signed,
+        previous,
+    )
 }
 
-/// The certificate directory: `tls.certs`, else `certs/` beside the file when it exists.
-pub fn certs_dir(loaded: &Loaded) -> Option<std::path::PathBuf> {
+/// The compiled `tls.acme`: by default every routed DNS name no static certificate covers.
+fn build_acme(
+    loaded: &Loaded,
+    routes: &RouteTable,
+    certs: Option<&CertStore>,
+) -> Option<Arc<AcmeSettings>> {
+    let acme = loaded.config.tls.acme.as_ref()?;
+    let domains = match &acme.domains {
+        Some(d) => d.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        None => {
+            let mut names: Vec<String> = routes
+                .exact_hosts()
+                .filter(|h| h.parse::<std::net::IpAddr>().is_err() && h.contains('.'))
+                .filter(|h| !certs.is_some_and(|c| c.covers_static(h)))
+                .map(str::to_string)
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    let challenge = match acme.challenge.as_deref() {
+        Some("tls-alpn-01") => Challenge::TlsAlpn01,
+        _ => Challenge::Http01,
+    };
+    Some(Arc::new(AcmeSettings {
+        dir: certs_root(loaded).join("acme"),
+        directory: directory_url(acme.directory.as_deref().unwrap_or("letsencrypt")),
+        ca: acme.ca.as_ref().map(|p| loaded.resolve(p)),
+        email: acme.email.clone(),
+        challenge,
+        domains,
+        renew_before: acme.renew_before.map(|d| d.0),
+    }))
+}
+
+/// Where certificates live: `tls.certs`, else `certs/` beside the configuration file.
+pub fn certs_root(loaded: &Loaded) -> std::path::PathBuf {
     match &loaded.config.tls.certs {
-        Some(d) => Some(loaded.resolve(d)),
-        None => Some(loaded.dir.join("certs")).filter(|d| d.is_dir()),
+        Some(d) => loaded.resolve(d),
+        None => loaded.dir.join("certs"),
     }
 }

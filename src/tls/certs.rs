@@ -25,6 +25,8 @@ pub struct CertStore {
     fallback: Option<Arc<CertifiedKey>>,
     /// What each certificate file gave, so a reload can keep it when the file turns bad.
     files: HashMap<PathBuf, (Vec<String>, Arc<CertifiedKey>)>,
+    /// Names covered by the static directory (ACME leaves them alone).
+    static_names: Vec<String>,
 }
 
 impl fmt::Debug for CertStore {
@@ -38,34 +40,34 @@ impl fmt::Debug for CertStore {
 }
 
 impl CertStore {
-    /// Loads every certificate pair in `dir` (if any) and, when `self_signed`, makes a fallback
-    /// certificate for `fallback_names`. With `previous` (a reload), a pair that fails to load
-    /// keeps what it gave before, with a warning, instead of failing the whole store.
+    /// Loads every certificate pair in `static_dir` and `acme_dir` (if any) and, when
+    /// `self_signed`, makes a fallback certificate for `fallback_names`. Static certificates win
+    /// over ACME ones for the same name. With `previous` (a reload), a pair that fails to load
+    /// keeps what it gave before, with a warning, instead of failing the whole store; a bad ACME
+    /// pair (perhaps mid-write by another replica) is only ever a warning.
     pub fn load(
-        dir: Option<&Path>,
+        static_dir: Option<&Path>,
+        acme_dir: Option<&Path>,
         fallback_names: &[String],
         self_signed: bool,
         previous: Option<&CertStore>,
     ) -> Result<CertStore, Vec<Problem>> {
         let mut store = CertStore::default();
         let mut problems = Vec::new();
-        for (cert, key) in dir
+        if let Some(dir) = acme_dir.filter(|d| d.is_dir()) {
+            for pair in find_pairs(dir, &mut Vec::new()) {
+                if let Err(p) = store.load_file(pair, previous) {
+                    tracing::warn!("{p}");
+                }
+            }
+        }
+        for pair in static_dir
             .map(|d| find_pairs(d, &mut problems))
             .unwrap_or_default()
         {
-            let loaded = load_pair(&cert, &key).map(|(names, key, not_after)| {
-                for name in &names {
-                    metrics::set_certificate_expiry(name, not_after);
-                }
-                (names, key)
-            });
-            match (loaded, previous.and_then(|p| p.files.get(&cert))) {
-                (Ok(pair), _) => store.add_file(cert, pair),
-                (Err(why), Some(last_good)) => {
-                    tracing::warn!(file = %cert.display(), "{why}; keeping the last good certificate");
-                    store.add_file(cert, last_good.clone());
-                }
-                (Err(why), None) => problems.push(Problem::at(cert.display().to_string(), why)),
+            match store.load_file(pair, previous) {
+                Ok(names) => store.static_names.extend(names),
+                Err(p) => problems.push(p),
             }
         }
         if self_signed {
@@ -82,6 +84,41 @@ impl CertStore {
         } else {
             Err(problems)
         }
+    }
+
+    /// Adds one pair; returns the names it covers.
+    fn load_file(
+        &mut self,
+        (cert, key): (PathBuf, PathBuf),
+        previous: Option<&CertStore>,
+    ) -> Result<Vec<String>, Problem> {
+        let loaded = load_pair(&cert, &key).map(|(names, key, not_after)| {
+            for name in &names {
+                metrics::set_certificate_expiry(name, not_after);
+            }
+            (names, key)
+        });
+        let pair = match (loaded, previous.and_then(|p| p.files.get(&cert))) {
+            (Ok(pair), _) => pair,
+            (Err(why), Some(last_good)) => {
+                tracing::warn!(file = %cert.display(), "{why}; keeping the last good certificate");
+                last_good.clone()
+            }
+            (Err(why), None) => return Err(Problem::at(cert.display().to_string(), why)),
+        };
+        let names = pair.0.clone();
+        self.add_file(cert, pair);
+        Ok(names)
+    }
+
+    /// Does a certificate from the static directory cover `name`?
+    pub fn covers_static(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        let parent = name.split_once('.').map(|(_, s)| format!("*.{s}"));
+        self.static_names.iter().any(|n| {
+            n.eq_ignore_ascii_case(&name)
+                || parent.as_deref().is_some_and(|p| n.eq_ignore_ascii_case(p))
+        })
     }
 
     fn add_file(&mut self, file: PathBuf, pair: (Vec<String>, Arc<CertifiedKey>)) {

@@ -1,0 +1,131 @@
+//! TLS-ALPN-01 (RFC 8737): the ClientHello of every https connection is peeked before
+//! pingora's handshake (which cannot offer `acme-tls/1` beside h2); a validation handshake is
+//! answered here with the challenge certificate from the shared store and then closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::listeners::PreTlsProcess;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_error::{Error, ErrorType};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::Acceptor;
+use tokio::io::AsyncReadExt;
+
+use super::store::Store;
+use super::Challenge;
+use crate::state::State;
+
+const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+const PEEK_LIMIT: usize = 16 << 10;
+const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A self-signed certificate for `domain` carrying the `acmeIdentifier` extension; cert + key PEM.
+pub fn challenge_cert(domain: &str, digest: &[u8]) -> std::io::Result<String> {
+    let fail = |e: rcgen::Error| std::io::Error::other(e.to_string());
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(fail)?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let cert = params.self_signed(&key).map_err(fail)?;
+    Ok(format!("{}{}", cert.pem(), key.serialize_pem()))
+}
+
+/// The pre-TLS hook of the https listener.
+pub struct AlpnResponder {
+    pub state: Arc<State>,
+}
+
+#[async_trait]
+impl PreTlsProcess for AlpnResponder {
+    async fn process(&self, stream: &mut L4Stream) -> pingora_error::Result<()> {
+        let store = match self.state.runtime().acme.as_ref() {
+            Some(acme) if acme.challenge == Challenge::TlsAlpn01 => Store::new(acme.dir.clone()),
+            _ => return Ok(()),
+        };
+        let (seen, hello) = peek_hello(stream).await;
+        stream.rewind(&seen);
+        let Some(domain) = hello else { return Ok(()) };
+        answer(stream, &store, &domain).await;
+        Error::e_explain(
+            ErrorType::ConnectionClosed,
+            "answered an ACME TLS-ALPN-01 validation",
+        )
+    }
+}
+
+/// Reads the ClientHello; returns the bytes read and, for an `acme-tls/1` hello, its SNI.
+async fn peek_hello(stream: &mut L4Stream) -> (Vec<u8>, Option<String>) {
+    let mut seen = Vec::new();
+    let mut acceptor = Acceptor::default();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(PEEK_TIMEOUT, async {
+        while seen.len() < PEEK_LIMIT {
+            let n = match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            };
+            seen.extend_from_slice(&buf[..n]);
+            if acceptor.read_tls(&mut &buf[..n]).is_err() {
+                return None;
+            }
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let hello = accepted.client_hello();
+                    let acme = hello
+                        .alpn()
+                        .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
+                    return acme
+                        .then(|| hello.server_name().map(str::to_string))
+                        .flatten();
+                }
+                Ok(None) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await;
+    (seen, read.ok().flatten())
+}
+
+/// Completes the validation handshake with the challenge certificate, if there is one.
+async fn answer(stream: &mut L4Stream, store: &Store, domain: &str) {
+    let Ok(pem) = std::fs::read(store.alpn_path(domain)) else {
+        tracing::warn!(
+            domain,
+            "TLS-ALPN-01 validation for a name with no pending challenge"
+        );
+        return;
+    };
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .flatten()
+        .collect();
+    let Ok(Some(key)) = rustls_pemfile::private_key(&mut pem.as_slice()) else {
+        return;
+    };
+    let Some(config) = challenge_config(certs, key) else {
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    match tokio::time::timeout(PEEK_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(_)) => tracing::info!(domain, "answered a TLS-ALPN-01 validation"),
+        Ok(Err(e)) => tracing::warn!(domain, "TLS-ALPN-01 validation handshake failed: {e}"),
+        Err(_) => tracing::warn!(domain, "TLS-ALPN-01 validation handshake timed out"),
+    }
+}
+
+fn challenge_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Option<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .ok()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .ok()?;
+    config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+    Some(config)
+}

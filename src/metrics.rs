@@ -153,6 +153,13 @@ pub fn set_upstream_healthy(upstream: &str, server: &str, healthy: bool) {
         .set(i64::from(healthy));
 }
 
+/// Drops the series of a server that left its pool.
+pub fn forget_upstream_server(upstream: &str, server: &str) {
+    let _ = METRICS
+        .upstream_healthy
+        .remove_label_values(&[upstream, server]);
+}
+
 pub fn connection_opened(listener: &str) {
     METRICS
         .active_connections

@@ -27,7 +27,7 @@ use crate::routing::compile::Compiled;
 use crate::sniff;
 use crate::state::State;
 use crate::tls::{self, CertResolver};
-use crate::upstream::health;
+use crate::upstream::{dns, health};
 
 /// Why the server could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +166,7 @@ impl BackgroundService for Supervisor {
         loop {
             for pool in self.state.runtime().pools.values() {
                 health::spawn(pool);
+                dns::spawn(pool);
             }
             tokio::select! {
                 _ = shutdown.changed() => return,

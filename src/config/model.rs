@@ -126,6 +126,9 @@ pub struct UpstreamConfig {
     pub idle_timeout: Dur,
     #[serde(default = "defaults::retries")]
     pub retries: u32,
+    /// How often `name:port` servers are resolved again.
+    #[serde(default = "defaults::resolve_interval")]
+    pub resolve_interval: Dur,
 }
 
 /// One upstream server: `127.0.0.1:8000` or `{ addr: 127.0.0.1:8000, weight: 2 }`.
@@ -358,6 +361,9 @@ mod defaults {
     }
     pub fn retries() -> u32 {
         2
+    }
+    pub fn resolve_interval() -> Dur {
+        secs(5)
     }
     pub fn health_path() -> String {
         "/health".into()

@@ -157,6 +157,9 @@ fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
             ));
         }
     }
+    if pool.resolve_interval.0.is_zero() {
+        p.push(Problem::at(at("resolve_interval"), "must be more than 0"));
+    }
     if let Some(h) = &pool.health {
         if !h.path.starts_with('/') {
             p.push(Problem::at(at("health.path"), "must start with /"));

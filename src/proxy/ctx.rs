@@ -17,8 +17,8 @@ pub struct Ctx {
     pub pool: Option<Arc<Pool>>,
     /// The server the current attempt goes to, counted as in flight while held.
     pub backend: Option<ActiveGuard>,
-    /// Backend indexes already tried (retries go elsewhere).
-    pub tried: Vec<usize>,
+    /// Servers already tried (retries go elsewhere).
+    pub tried: Vec<std::net::SocketAddr>,
     pub retries_left: u32,
     pub body_bytes: u64,
     pub upstream_status: Option<u16>,

@@ -176,9 +176,9 @@ impl Proxy {
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         };
         match pool.select(&key, &ctx.tried) {
-            Some(i) => {
-                ctx.tried.push(i);
-                ctx.backend = Some(pool.backends[i].begin());
+            Some(backend) => {
+                ctx.tried.push(backend.addr);
+                ctx.backend = Some(backend.begin());
                 true
             }
             None => false,

@@ -3,7 +3,7 @@
 //! is running. Failures are collected as problems; nothing is started here.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
@@ -14,7 +14,7 @@ use crate::config::model::{RouteConfig, UpstreamConfig};
 use crate::config::{ConfigError, Loaded, Problem};
 use crate::state::{Runtime, Settings};
 use crate::tls::CertStore;
-use crate::upstream::Pool;
+use crate::upstream::{dns, Pool};
 
 /// A compiled configuration, ready to publish.
 #[derive(Debug)]
@@ -43,12 +43,7 @@ pub fn compile_with_certs(
     let c = &loaded.config;
     let mut pools = BTreeMap::new();
     for (name, cfg) in &c.upstreams {
-        match build_pool(name, cfg, previous) {
-            Ok(pool) => {
-                pools.insert(name.clone(), pool);
-            }
-            Err(p) => problems.extend(p),
-        }
+        pools.insert(name.clone(), build_pool(name, cfg, previous));
     }
     let mut routes = RouteTable::default();
     // A route to a pool that failed to build was already reported through that pool.
@@ -95,40 +90,19 @@ pub fn compile_with_certs(
     })
 }
 
-fn build_pool(
-    name: &str,
-    cfg: &UpstreamConfig,
-    previous: Option<&Runtime>,
-) -> Result<Arc<Pool>, Vec<Problem>> {
-    if let Some(old) = previous
-        .and_then(|rt| rt.pools.get(name))
-        .filter(|p| p.source == *cfg)
-    {
-        return Ok(old.clone());
+/// Reuses the running pool when its settings did not change; otherwise builds it, resolving
+/// names now (a name that does not resolve leaves its entry empty and is retried at runtime).
+fn build_pool(name: &str, cfg: &UpstreamConfig, previous: Option<&Runtime>) -> Arc<Pool> {
+    let old = previous.and_then(|rt| rt.pools.get(name));
+    if let Some(old) = old.filter(|p| p.source == *cfg) {
+        return old.clone();
     }
-    let mut addrs = Vec::with_capacity(cfg.servers.len());
-    let mut problems = Vec::new();
-    for (i, s) in cfg.servers.iter().enumerate() {
-        match s.addr.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => addrs.push(addr),
-            Ok(None) => problems.push(Problem::at(
-                format!("upstreams.{name}.servers[{i}]"),
-                format!("`{}` resolves to no address", s.addr),
-            )),
-            Err(e) => problems.push(Problem::at(
-                format!("upstreams.{name}.servers[{i}]"),
-                format!("cannot resolve `{}`: {e}", s.addr),
-            )),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let pool = Pool::new(name, cfg, addrs);
-    if let Some(old) = previous.and_then(|rt| rt.pools.get(name)) {
+    let entries: Vec<String> = cfg.servers.iter().map(|s| s.addr.clone()).collect();
+    let pool = Pool::new(name, cfg, &dns::resolve_entries(name, &entries, None));
+    if let Some(old) = old {
         pool.inherit_health(old);
     }
-    Ok(Arc::new(pool))
+    Arc::new(pool)
 }
 
 fn build_route(

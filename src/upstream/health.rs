@@ -10,9 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::Pool;
+use super::{Backend, Pool};
 use crate::config::model::{HealthConfig, StatusRange};
 use crate::metrics;
+use std::collections::HashMap;
 
 /// Consecutive results of one server.
 #[derive(Debug, Default, Clone, Copy)]
@@ -29,16 +30,18 @@ pub fn spawn(pool: &Arc<Pool>) {
 }
 
 async fn run(pool: Weak<Pool>) {
-    let mut streaks: Vec<Streak> = Vec::new();
+    let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
     loop {
         let Some(strong) = pool.upgrade() else { return };
         let Some(health) = strong.health.clone() else {
             return;
         };
-        streaks.resize(strong.backends.len(), Streak::default());
-        let results = probe_all(&strong, &health).await;
-        for (i, result) in results {
-            apply(&strong, i, &mut streaks[i], &health, result);
+        let members = strong.members();
+        streaks.retain(|addr, _| members.backends.iter().any(|b| b.addr == *addr));
+        for (i, result) in probe_all(&members.backends, &health).await {
+            let backend = &members.backends[i];
+            let streak = streaks.entry(backend.addr).or_default();
+            apply(&strong.name, backend, streak, &health, result);
         }
         strong.mark_probed_once();
         drop(strong);
@@ -46,13 +49,16 @@ async fn run(pool: Weak<Pool>) {
     }
 }
 
-async fn probe_all(pool: &Pool, health: &HealthConfig) -> Vec<(usize, Result<u16, String>)> {
+async fn probe_all(
+    backends: &[Arc<Backend>],
+    health: &HealthConfig,
+) -> Vec<(usize, Result<u16, String>)> {
     let mut set = JoinSet::new();
-    for (i, b) in pool.backends.iter().enumerate() {
+    for (i, b) in backends.iter().enumerate() {
         let (addr, path, timeout) = (b.addr, health.path.clone(), health.timeout.0);
         set.spawn(async move { (i, probe(addr, &path, timeout).await) });
     }
-    let mut out = Vec::with_capacity(pool.backends.len());
+    let mut out = Vec::with_capacity(backends.len());
     while let Some(joined) = set.join_next().await {
         if let Ok(r) = joined {
             out.push(r);
@@ -62,13 +68,12 @@ async fn probe_all(pool: &Pool, health: &HealthConfig) -> Vec<(usize, Result<u16
 }
 
 fn apply(
-    pool: &Pool,
-    i: usize,
+    pool: &str,
+    backend: &Backend,
     streak: &mut Streak,
     health: &HealthConfig,
     result: Result<u16, String>,
 ) {
-    let backend = &pool.backends[i];
     let passed = matches!(result, Ok(code) if passes(health.expect, code));
     if passed {
         streak.passes += 1;
@@ -90,12 +95,12 @@ fn apply(
             Err(e) => e.clone(),
         };
         if now {
-            tracing::info!(upstream = %pool.name, server = %backend.label, "server is healthy ({why})");
+            tracing::info!(upstream = %pool, server = %backend.label, "server is healthy ({why})");
         } else {
-            tracing::warn!(upstream = %pool.name, server = %backend.label, "server is unhealthy ({why})");
+            tracing::warn!(upstream = %pool, server = %backend.label, "server is unhealthy ({why})");
         }
     }
-    metrics::set_upstream_healthy(&pool.name, &backend.label, now);
+    metrics::set_upstream_healthy(pool, &backend.label, now);
 }
 
 fn passes(expect: StatusRange, code: u16) -> bool {

@@ -1,6 +1,7 @@
 //! Upstream pools: their servers with live health and load state, the peer settings used to
 //! reach them, and selection (`select.rs`) gated on our own active probes (`health.rs`).
 
+pub mod dns;
 pub mod health;
 pub mod select;
 
@@ -8,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::config::model::{Balance, HealthConfig, UpstreamConfig};
 use select::Selector;
@@ -80,18 +83,25 @@ pub struct PeerSettings {
     pub retries: u32,
 }
 
-/// A named pool of servers.
+/// The servers of a pool at one moment, with the selection state built for them.
+#[derive(Debug)]
+pub struct Members {
+    pub backends: Vec<Arc<Backend>>,
+    selector: Selector,
+}
+
+/// A named pool of servers. Membership changes when a DNS name's answers change.
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
-    pub backends: Vec<Arc<Backend>>,
     pub peer: PeerSettings,
     pub health: Option<HealthConfig>,
-    selector: Selector,
+    members: ArcSwap<Members>,
     /// The config this pool was built from, to reuse it across reloads when unchanged.
     pub(crate) source: UpstreamConfig,
     first_round_done: AtomicBool,
     probing: AtomicBool,
+    resolving: AtomicBool,
 }
 
 /// What a selection may hash on.
@@ -102,15 +112,9 @@ pub struct SelectKey<'a> {
 }
 
 impl Pool {
-    /// Builds a pool from resolved addresses (one per config entry).
-    pub fn new(name: &str, source: &UpstreamConfig, addrs: Vec<SocketAddr>) -> Pool {
+    /// Builds a pool; `resolved[i]` holds the addresses of `source.servers[i]`.
+    pub fn new(name: &str, source: &UpstreamConfig, resolved: &[Vec<SocketAddr>]) -> Pool {
         let gated = source.health.is_some();
-        let backends: Vec<Arc<Backend>> = source
-            .servers
-            .iter()
-            .zip(addrs)
-            .map(|(s, addr)| Arc::new(Backend::new(addr, s.addr.clone(), s.weight, !gated)))
-            .collect();
         let peer = PeerSettings {
             connect_timeout: source.connect_timeout.0,
             read_timeout: source.read_timeout.0,
@@ -118,28 +122,92 @@ impl Pool {
             idle_timeout: source.idle_timeout.0,
             retries: source.retries,
         };
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-        Pool {
+        let pool = Pool {
             name: name.to_string(),
-            selector: Selector::new(source.balance, &weights),
-            backends,
             peer,
             health: source.health.clone(),
+            members: ArcSwap::from_pointee(Members {
+                backends: Vec::new(),
+                selector: Selector::new(source.balance, &[]),
+            }),
             source: source.clone(),
             first_round_done: AtomicBool::new(!gated),
             probing: AtomicBool::new(false),
+            resolving: AtomicBool::new(false),
+        };
+        pool.set_addresses(resolved);
+        pool
+    }
+
+    /// The servers now.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+
+    /// Replaces the membership with `resolved` (per config entry). Servers that stay keep their
+    /// state; new ones start unhealthy when the pool is probed; removed ones drain (requests in
+    /// flight keep them alive). Returns whether anything changed.
+    pub fn set_addresses(&self, resolved: &[Vec<SocketAddr>]) -> bool {
+        let current = self.members.load();
+        let gated = self.health.is_some();
+        let mut backends = Vec::new();
+        for (entry, addrs) in self.source.servers.iter().zip(resolved) {
+            let is_name = entry.addr.parse::<SocketAddr>().is_err();
+            for addr in addrs {
+                if backends.iter().any(|b: &Arc<Backend>| b.addr == *addr) {
+                    continue;
+                }
+                let kept = current.backends.iter().find(|b| b.addr == *addr).cloned();
+                backends.push(kept.unwrap_or_else(|| {
+                    let label = if is_name {
+                        format!("{}/{}", entry.addr, addr.ip())
+                    } else {
+                        entry.addr.clone()
+                    };
+                    Arc::new(Backend::new(*addr, label, entry.weight, !gated))
+                }));
+            }
         }
+        let same = backends.len() == current.backends.len()
+            && backends
+                .iter()
+                .zip(current.backends.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same && !current.backends.is_empty() {
+            return false;
+        }
+        for gone in current
+            .backends
+            .iter()
+            .filter(|b| !backends.iter().any(|n| Arc::ptr_eq(n, b)))
+        {
+            crate::metrics::forget_upstream_server(&self.name, &gone.label);
+        }
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        let selector = Selector::new(self.source.balance, &weights);
+        self.members.store(Arc::new(Members { backends, selector }));
+        true
+    }
+
+    /// Config entries that are DNS names (re-resolved at runtime).
+    pub fn has_names(&self) -> bool {
+        self.source
+            .servers
+            .iter()
+            .any(|s| s.addr.parse::<SocketAddr>().is_err())
     }
 
     pub fn balance(&self) -> Balance {
-        self.selector.balance()
+        self.source.balance
     }
 
-    /// Picks a healthy server not in `exclude` (indexes into `backends`).
-    pub fn select(&self, key: &SelectKey, exclude: &[usize]) -> Option<usize> {
-        self.selector.pick(&self.backends, key, |i| {
-            self.backends[i].is_healthy() && !exclude.contains(&i)
-        })
+    /// Picks a healthy server whose address is not in `exclude`.
+    pub fn select(&self, key: &SelectKey, exclude: &[SocketAddr]) -> Option<Arc<Backend>> {
+        let m = self.members.load();
+        let i = m.selector.pick(&m.backends, key, |i| {
+            m.backends[i].is_healthy() && !exclude.contains(&m.backends[i].addr)
+        })?;
+        Some(m.backends[i].clone())
     }
 
     /// True once every server has been probed at least once (always true without probes).
@@ -148,7 +216,7 @@ impl Pool {
     }
 
     pub fn has_healthy(&self) -> bool {
-        self.backends.iter().any(|b| b.is_healthy())
+        self.members.load().backends.iter().any(|b| b.is_healthy())
     }
 
     /// Takes over the health of servers this pool shares with `old` (same address), so a
@@ -157,8 +225,9 @@ impl Pool {
         if self.health.is_none() || old.health.is_none() {
             return;
         }
-        for b in &self.backends {
-            if let Some(prev) = old.backends.iter().find(|o| o.addr == b.addr) {
+        let old_members = old.members();
+        for b in &self.members().backends {
+            if let Some(prev) = old_members.backends.iter().find(|o| o.addr == b.addr) {
                 b.set_healthy(prev.is_healthy());
             }
         }
@@ -167,6 +236,11 @@ impl Pool {
     /// Claims the right to run this pool's prober; true for the first caller only.
     pub(crate) fn claim_prober(&self) -> bool {
         self.health.is_some() && !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Claims the right to run this pool's resolver; true for the first caller only.
+    pub(crate) fn claim_resolver(&self) -> bool {
+        self.has_names() && !self.resolving.swap(true, Ordering::AcqRel)
     }
 
     pub(crate) fn mark_probed_once(&self) {

@@ -34,10 +34,6 @@ impl Selector {
         }
     }
 
-    pub fn balance(&self) -> Balance {
-        self.balance
-    }
-
     /// Picks an eligible backend index, or `None` when none is eligible.
     pub fn pick(
         &self,

@@ -193,6 +193,7 @@ pub struct UpstreamBuilder {
     health_path: String,
     delay: Duration,
     port: u16,
+    ip: std::net::Ipv4Addr,
 }
 
 impl UpstreamBuilder {
@@ -204,6 +205,7 @@ impl UpstreamBuilder {
             health_path: "/health".to_string(),
             delay: Duration::ZERO,
             port: 0,
+            ip: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -234,8 +236,14 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Listen on another loopback address (e.g. 127.0.0.2), to stand for one DNS answer.
+    pub fn ip(mut self, ip: std::net::Ipv4Addr) -> Self {
+        self.ip = ip;
+        self
+    }
+
     pub async fn start(self) -> Upstream {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
+        let listener = TcpListener::bind((self.ip, self.port))
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");

@@ -3,6 +3,7 @@
 //! background supervisor that runs health probes for every published pool.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,13 +111,16 @@ struct Edge {
     h2c: Option<Arc<Timed>>,
     listener: &'static str,
     state: Arc<State>,
+    /// Connections open on this listener.
+    open: Arc<AtomicUsize>,
 }
 
-struct ConnCount(Arc<State>, &'static str);
+struct ConnCount(Arc<State>, &'static str, Arc<AtomicUsize>);
 
 impl Drop for ConnCount {
     fn drop(&mut self) {
         self.0.connection_closed();
+        self.2.fetch_sub(1, Ordering::AcqRel);
         metrics::connection_closed(self.1);
     }
 }
@@ -128,9 +132,23 @@ impl ServerApp for Edge {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         self.state.connection_opened();
         metrics::connection_opened(self.listener);
-        let _count = ConnCount(self.state.clone(), self.listener);
+        let _count = ConnCount(self.state.clone(), self.listener, self.open.clone());
+        if self
+            .state
+            .runtime()
+            .settings
+            .max_connections
+            .is_some_and(|max| open > max)
+        {
+            tracing::warn!(
+                listener = self.listener,
+                "server.max_connections reached; closing a new connection"
+            );
+            return None;
+        }
         let (stream, app) = match &self.h2c {
             None => (stream, &self.h1),
             Some(h2c) => {
@@ -262,6 +280,7 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
         h2c,
         listener: listener.proto(),
         state: state.clone(),
+        open: Arc::default(),
     };
     Service::new(format!("{} proxy", listener.proto()), edge)
 }

@@ -19,6 +19,7 @@ pub struct Settings {
     pub body_timeout: Duration,
     pub max_header_size: u64,
     pub grace_period: Duration,
+    pub max_connections: Option<usize>,
 }
 
 /// One compiled configuration: immutable once published.

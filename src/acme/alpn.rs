@@ -102,10 +102,18 @@ async fn answer(stream: &mut L4Stream, store: &Store, domain: &str) {
         .flatten()
         .collect();
     let Ok(Some(key)) = rustls_pemfile::private_key(&mut pem.as_slice()) else {
+        tracing::warn!(domain, "the TLS-ALPN-01 challenge file has no key");
         return;
     };
-    let Some(config) = challenge_config(certs, key) else {
-        return;
+    let config = match challenge_config(certs, key) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(
+                domain,
+                "cannot use the TLS-ALPN-01 challenge certificate: {e}"
+            );
+            return;
+        }
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     match tokio::time::timeout(PEEK_TIMEOUT, acceptor.accept(stream)).await {
@@ -118,14 +126,20 @@ async fn answer(stream: &mut L4Stream, store: &Store, domain: &str) {
 fn challenge_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Option<rustls::ServerConfig> {
+) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Not `with_single_cert`: its key check parses the certificate with webpki, which rejects
+    // the critical acmeIdentifier extension (UnsupportedCriticalExtension).
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| e.to_string())?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing_key);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .ok()?
+        .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .ok()?;
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
-    Some(config)
+    Ok(config)
 }

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// How long a client may stay silent while sending a request body.
     #[serde(default = "defaults::body_timeout")]
     pub body_timeout: Dur,
+    /// Most client connections a listener keeps open; more are closed at once. Default: none.
+    pub max_connections: Option<usize>,
     /// Largest request header block; above it the client gets 431.
     #[serde(default = "defaults::max_header_size")]
     pub max_header_size: Size,
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             threads: None,
+            max_connections: None,
             grace_period: defaults::grace_period(),
             header_timeout: defaults::header_timeout(),
             body_timeout: defaults::body_timeout(),

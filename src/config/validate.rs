@@ -60,6 +60,9 @@ fn check_listen(c: &Config, p: &mut Vec<Problem>) {
     if addrs.iter().collect::<HashSet<_>>().len() != addrs.len() {
         p.push(Problem::at("listen", "two listeners share one address"));
     }
+    if c.server.max_connections == Some(0) {
+        p.push(Problem::at("server.max_connections", "must be at least 1"));
+    }
     if c.server.threads == Some(0) {
         p.push(Problem::at("server.threads", "must be at least 1"));
     }
@@ -250,11 +253,12 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
         }
         _ => {}
     }
-    if r.rate_limit.is_some() {
-        p.push(Problem::at(
-            at("rate_limit"),
-            "rate limiting is not available in this build yet; remove the key",
-        ));
+    if let Some(Err(why)) = r
+        .rate_limit
+        .as_deref()
+        .map(crate::routing::limit::RateLimit::parse)
+    {
+        p.push(Problem::at(at("rate_limit"), why));
     }
     if r.max_concurrent == Some(0) {
         p.push(Problem::at(at("max_concurrent"), "must be at least 1"));

@@ -4,6 +4,7 @@
 
 mod access;
 mod ctx;
+mod framing;
 pub mod headers;
 mod respond;
 mod static_files;
@@ -192,6 +193,18 @@ impl Proxy {
         ctx: &mut Ctx,
         route: &Arc<Route>,
     ) -> Result<Option<bool>> {
+        let over = route
+            .rate_limit
+            .as_ref()
+            .zip(client_ip(session))
+            .and_then(|(l, ip)| l.check(ip));
+        if let Some(retry_after) = over {
+            let retry_after = retry_after.to_string();
+            return self
+                .local(session, ctx, 429, &[("retry-after", &retry_after)])
+                .await
+                .map(Some);
+        }
         let Some(guard) = route.enter() else {
             tracing::warn!(route = %route.name, "max_concurrent reached");
             return self
@@ -326,6 +339,13 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.state.runtime();
         ctx.runtime = Some(rt.clone());
+        if let Some(why) = framing::problem(session) {
+            tracing::warn!(client = ?client_ip(session), "refused: {why}");
+            session.set_keepalive(None);
+            return self
+                .local(session, ctx, 400, &[("connection", "close")])
+                .await;
+        }
         if head_size(session.req_header()) as u64 > rt.settings.max_header_size {
             session.set_keepalive(None);
             return self
@@ -383,7 +403,7 @@ impl ProxyHttp for Proxy {
     }
 
     /// Nothing was sent on a failed connect, so any method may go to another server while
-    /// `retries` lasts.
+    /// `retries` lasts. The failure counts toward passive ejection.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -392,13 +412,44 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         tracing::warn!(upstream = %ctx.pool_name(), server = %peer, "connect failed: {e}");
-        ctx.backend = None;
-        if ctx.retries_left > 0 {
-            ctx.retries_left -= 1;
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
+        if let (Some(pool), Some(b)) = (&ctx.pool, ctx.backend.take()) {
+            pool.report_failure(b.backend());
         }
+        let retry = ctx.retries_left > 0;
+        ctx.retries_left = ctx.retries_left.saturating_sub(1);
+        e.set_retry(retry);
+        e
+    }
+
+    /// An upstream failed after the request was sent. An idempotent request whose body can be
+    /// replayed and that has no response byte yet goes again: on a reused connection to the
+    /// same server (it was stale), else to another one. Anything else is never replayed.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let upstream_side = e.esource() == &pingora_error::ErrorSource::Upstream;
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        let retry =
+            upstream_side && replayable && ctx.upstream_status.is_none() && ctx.retries_left > 0;
+        if upstream_side && !client_reused {
+            if let (Some(pool), Some(b)) = (&ctx.pool, &ctx.backend) {
+                pool.report_failure(b.backend());
+            }
+        }
+        if retry {
+            ctx.retries_left -= 1;
+            if !client_reused {
+                ctx.backend = None;
+            }
+        }
+        e.set_retry(retry);
         e
     }
 
@@ -446,6 +497,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
+        if let Some(b) = &ctx.backend {
+            b.backend().record_success();
+        }
         ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if self.listener == Listener::Https && ctx.route.as_ref().is_some_and(|r| r.hsts) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 
+use super::limit::RateLimit;
 use super::{Route, RouteTable, Target};
 use crate::acme::{directory_url, AcmeSettings, Challenge};
 use crate::config::model::{RouteConfig, UpstreamConfig};
@@ -77,6 +78,7 @@ pub fn compile_with_certs(
         body_timeout: c.server.body_timeout.0,
         max_header_size: c.server.max_header_size.0,
         grace_period: c.server.grace_period.0,
+        max_connections: c.server.max_connections,
     };
     Ok(Compiled {
         runtime: Runtime {
@@ -146,6 +148,11 @@ fn build_route(
     route.strip_prefix = rc.strip_prefix;
     route.hsts = rc.hsts;
     route.max_concurrent = rc.max_concurrent;
+    if let Some(text) = &rc.rate_limit {
+        let limit = RateLimit::parse(text)
+            .map_err(|why| Problem::at(format!("routes[{i}].rate_limit"), why))?;
+        route.rate_limit = Some(limit);
+    }
     for (k, v) in &rc.headers {
         let name = HeaderName::from_bytes(k.as_bytes());
         let value = HeaderValue::from_str(v);

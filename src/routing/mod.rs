@@ -2,6 +2,7 @@
 //! longest whole-segment path prefix. Built once per configuration by `compile`.
 
 pub mod compile;
+pub mod limit;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct Route {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub hsts: bool,
     pub max_concurrent: Option<u32>,
+    /// Requests per client IP (`rate_limit`).
+    pub rate_limit: Option<limit::RateLimit>,
     inflight: AtomicU32,
 }
 
@@ -51,6 +54,7 @@ impl Route {
             headers: Vec::new(),
             hsts: false,
             max_concurrent: None,
+            rate_limit: None,
             inflight: AtomicU32::new(0),
         }
     }

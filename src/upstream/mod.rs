@@ -24,6 +24,8 @@ pub struct Backend {
     pub weight: u32,
     healthy: AtomicBool,
     active: AtomicUsize,
+    /// Consecutive failed requests (connect errors, resets) since the last good response.
+    failures: std::sync::atomic::AtomicU32,
 }
 
 impl Backend {
@@ -34,6 +36,7 @@ impl Backend {
             weight,
             healthy: AtomicBool::new(healthy),
             active: AtomicUsize::new(0),
+            failures: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -43,6 +46,17 @@ impl Backend {
 
     pub(crate) fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Release);
+    }
+
+    /// Counts a failed request; returns the consecutive failures so far.
+    pub fn record_failure(&self) -> u32 {
+        self.failures.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub fn record_success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
     }
 
     /// Requests in flight to this server.
@@ -230,6 +244,19 @@ impl Pool {
             if let Some(prev) = old_members.backends.iter().find(|o| o.addr == b.addr) {
                 b.set_healthy(prev.is_healthy());
             }
+        }
+    }
+
+    /// Passive health: a request to `backend` failed. After `health.fall` failures in a row the
+    /// server is taken out before its next probe; the probes bring it back. Pools without probes
+    /// never eject (nothing would bring the server back).
+    pub fn report_failure(&self, backend: &Backend) {
+        let failures = backend.record_failure();
+        let Some(health) = &self.health else { return };
+        if failures >= health.fall && backend.is_healthy() {
+            backend.set_healthy(false);
+            crate::metrics::set_upstream_healthy(&self.name, &backend.label, false);
+            tracing::warn!(upstream = %self.name, server = %backend.label, "server ejected after {failures} failed requests");
         }
     }
 

@@ -12,7 +12,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod signals;
-mod sniff;
+pub mod sniff;
 pub mod state;
 pub mod tls;
 pub mod upstream;

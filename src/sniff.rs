@@ -68,7 +68,7 @@ fn enough(buf: &[u8]) -> bool {
 }
 
 /// `None` when undecided (let pingora read on).
-fn classify(buf: &[u8]) -> Option<Start> {
+pub fn classify(buf: &[u8]) -> Option<Start> {
     if buf.len() >= H2_PREFACE.len() && buf.starts_with(H2_PREFACE) {
         return Some(Start::H2c);
     }

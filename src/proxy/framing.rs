@@ -11,7 +11,7 @@ pub fn problem(session: &Session) -> Option<&'static str> {
     check(&h1.get_headers_raw_bytes())
 }
 
-fn check(raw: &[u8]) -> Option<&'static str> {
+pub fn check(raw: &[u8]) -> Option<&'static str> {
     let mut lengths: Vec<&[u8]> = Vec::new();
     let mut encodings = 0;
     for line in raw.split(|&b| b == b'\n').skip(1) {

@@ -4,7 +4,7 @@
 
 mod access;
 mod ctx;
-mod framing;
+pub mod framing;
 pub mod headers;
 mod respond;
 mod static_files;

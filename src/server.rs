@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
@@ -19,7 +21,7 @@ use pingora_proxy::HttpProxy;
 
 use crate::acme::alpn::AlpnResponder;
 use crate::acme::AcmeService;
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminService};
 use crate::config::Loaded;
 use crate::metrics;
 use crate::proxy::{Listener, Proxy};
@@ -42,10 +44,20 @@ tokio::task_local! {
     static CONN: ConnState;
 }
 
-#[derive(Default)]
 struct ConnState {
+    accepted: Instant,
     requests: Cell<u32>,
     headers_read: Cell<bool>,
+}
+
+impl ConnState {
+    fn new(accepted: Instant) -> ConnState {
+        ConnState {
+            accepted,
+            requests: Cell::new(0),
+            headers_read: Cell::new(false),
+        }
+    }
 }
 
 /// Called by the proxy once a request's headers are in: the header deadline no longer applies.
@@ -67,29 +79,35 @@ impl HttpServerApp for Timed {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let first = CONN
+        let (first, accepted) = CONN
             .try_with(|c| {
                 let n = c.requests.get();
                 c.requests.set(n + 1);
                 c.headers_read.set(false);
-                n == 0
+                (n == 0, c.accepted)
             })
-            .unwrap_or(false);
+            .unwrap_or((false, Instant::now()));
+        let settings = self.state.runtime().settings.clone();
+        let mut session = session;
+        let deadline = if first {
+            // One deadline from accept for the whole first request head.
+            accepted + settings.header_timeout
+        } else {
+            // A reused connection may idle for keepalive_timeout, then send its head.
+            session.set_keepalive(Some(settings.keepalive_timeout.as_secs().max(1)));
+            Instant::now() + settings.keepalive_timeout + settings.header_timeout
+        };
         let request = self.inner.process_new_http(session, shutdown);
-        if !first {
-            return request.await;
-        }
-        let limit = self.state.runtime().settings.header_timeout;
         tokio::pin!(request);
         tokio::select! {
             biased;
             done = &mut request => return done,
-            _ = tokio::time::sleep(limit) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
         }
         if CONN.try_with(|c| c.headers_read.get()).unwrap_or(true) {
             request.await
         } else {
-            tracing::debug!("no complete request head within {limit:?}; closing");
+            tracing::debug!("no complete request head in time; closing");
             None
         }
     }
@@ -132,6 +150,7 @@ impl ServerApp for Edge {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let accepted = Instant::now();
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         self.state.connection_opened();
         metrics::connection_opened(self.listener);
@@ -155,12 +174,12 @@ impl ServerApp for Edge {
                 let deadline = self.state.runtime().settings.header_timeout;
                 match sniff::sniff(stream, deadline).await {
                     (Some(s), sniff::Start::H2c) => (s, h2c),
-                    (Some(s), _) => (s, &self.h1),
-                    (None, _) => return None,
+                    (Some(s), sniff::Start::Http1) => (s, &self.h1),
+                    _ => return None,
                 }
             }
         };
-        CONN.scope(ConnState::default(), app.process_new(stream, shutdown))
+        CONN.scope(ConnState::new(accepted), app.process_new(stream, shutdown))
             .await
     }
 
@@ -226,15 +245,16 @@ pub fn build_server(
         service.add_tls_with_settings(addr, None, settings);
         server.add_service(service);
     }
-    if let Some(addr) = &c.listen.admin {
-        let mut service = Service::new(
-            "admin".to_string(),
-            pingora_core::apps::http_app::HttpServer::new_app(Admin {
-                state: state.clone(),
-            }),
-        );
+    if let Some(addr) = c.listen.admin.as_deref().and_then(|a| a.parse().ok()) {
+        let proxies = [&c.listen.http, &c.listen.https];
+        let listeners = proxies
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let admin = Arc::new(Admin::new(state.clone(), addr, listeners));
+        let mut service = background_service("admin", AdminService { admin });
         service.threads = Some(1);
-        service.add_tcp(addr);
         server.add_service(service);
     }
     let mut supervisor = background_service(
@@ -268,6 +288,7 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
         };
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
+        options.h2_idle_timeout = Some(state.runtime().settings.keepalive_timeout);
         Arc::new(Timed {
             inner: Arc::new(pingora_proxy::http_proxy(conf, proxy)),
             state: state.clone(),

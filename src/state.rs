@@ -16,6 +16,7 @@ use crate::upstream::Pool;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
     pub body_timeout: Duration,
     pub max_header_size: u64,
     pub grace_period: Duration,

@@ -32,7 +32,10 @@ async fn three_upstreams() -> (u16, Vec<Upstream>) {
 }
 
 fn hosts(path: &std::path::Path, ips: &[&str]) {
-    let text: String = ips.iter().map(|ip| format!("{ip} app.internal\n")).collect();
+    let text: String = ips
+        .iter()
+        .map(|ip| format!("{ip} app.internal\n"))
+        .collect();
     // Write and rename, as a resolver's file would change: never half a file.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write hosts");
@@ -71,7 +74,8 @@ async fn changing_answers_add_and_remove_backends_without_failures() {
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (url, stop, sent, failed) = (proxy.url("/"), stop.clone(), sent.clone(), failed.clone());
+        let (url, stop, sent, failed) =
+            (proxy.url("/"), stop.clone(), sent.clone(), failed.clone());
         load.push(tokio::spawn(async move {
             let client = client();
             while !stop.load(Ordering::Relaxed) {
@@ -122,7 +126,11 @@ async fn a_name_that_does_not_resolve_is_retried_not_fatal() {
         .start()
         .await;
     let resp = proxy.get("/").await;
-    assert_eq!(resp.status().as_u16(), 503, "no address yet: 503, and the proxy runs");
+    assert_eq!(
+        resp.status().as_u16(),
+        503,
+        "no address yet: 503, and the proxy runs"
+    );
     assert!(resp.headers().contains_key("retry-after"));
 
     std::fs::write(&hosts_path, "127.0.0.3 nowhere.invalid\n").expect("write hosts");
@@ -131,5 +139,8 @@ async fn a_name_that_does_not_resolve_is_retried_not_fatal() {
         resp.status() == 200 && resp.text().await.unwrap_or_default() == "b"
     })
     .await;
-    assert!(served, "the name resolved later and its server took traffic");
+    assert!(
+        served,
+        "the name resolved later and its server took traffic"
+    );
 }

@@ -17,6 +17,7 @@ rproxy in front of them with `./run.sh`.
 
 import asyncio
 import os
+import socket
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
@@ -28,9 +29,10 @@ _healthy = True
 
 
 def _worker(scope) -> dict:
-    """Identify this worker: the port it listens on (from the ASGI scope) and its pid."""
+    """Identify this worker: the port it listens on (from the ASGI scope), its pid and host
+    (containers all listen on 8000 as pid 1, so the hostname tells them apart)."""
     server = scope.get("server") or (None, None)
-    return {"worker": server[1], "pid": os.getpid()}
+    return {"worker": server[1], "pid": os.getpid(), "host": socket.gethostname()}
 
 
 @app.get("/api/hello")

@@ -1,6 +1,7 @@
-//! TLS-ALPN-01 (RFC 8737): the ClientHello of every https connection is peeked before
-//! pingora's handshake (which cannot offer `acme-tls/1` beside h2); a validation handshake is
-//! answered here with the challenge certificate from the shared store and then closed.
+//! The ClientHello of every https connection is read here before pingora's handshake, within
+//! `server.header_timeout` (a client that never finishes it is dropped), and put back. For
+//! TLS-ALPN-01 (RFC 8737), which pingora's ALPN setting cannot offer beside h2, a validation
+//! handshake (`acme-tls/1`) is answered here with the challenge certificate and then closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,14 +40,30 @@ pub struct AlpnResponder {
 #[async_trait]
 impl PreTlsProcess for AlpnResponder {
     async fn process(&self, stream: &mut L4Stream) -> pingora_error::Result<()> {
-        let store = match self.state.runtime().acme.as_ref() {
-            Some(acme) if acme.challenge == Challenge::TlsAlpn01 => Store::new(acme.dir.clone()),
-            _ => return Ok(()),
+        let rt = self.state.runtime();
+        let deadline = rt.settings.header_timeout;
+        let hello = tokio::time::timeout(deadline, read_hello(stream)).await;
+        let Ok((seen, hello)) = hello else {
+            return Error::e_explain(
+                ErrorType::ReadTimedout,
+                "no complete TLS ClientHello in time",
+            );
         };
-        let (seen, hello) = peek_hello(stream).await;
         stream.rewind(&seen);
-        let Some(domain) = hello else { return Ok(()) };
-        answer(stream, &store, &domain).await;
+        let alpn_challenge = rt
+            .acme
+            .as_ref()
+            .filter(|a| a.challenge == Challenge::TlsAlpn01);
+        let (
+            Some(acme),
+            Some(Hello {
+                acme_sni: Some(domain),
+            }),
+        ) = (alpn_challenge, hello)
+        else {
+            return Ok(());
+        };
+        answer(stream, &Store::new(acme.dir.clone()), &domain).await;
         Error::e_explain(
             ErrorType::ConnectionClosed,
             "answered an ACME TLS-ALPN-01 validation",
@@ -54,39 +71,43 @@ impl PreTlsProcess for AlpnResponder {
     }
 }
 
-/// Reads the ClientHello; returns the bytes read and, for an `acme-tls/1` hello, its SNI.
-async fn peek_hello(stream: &mut L4Stream) -> (Vec<u8>, Option<String>) {
+/// What the ClientHello asked for.
+struct Hello {
+    /// The SNI of an `acme-tls/1` hello.
+    acme_sni: Option<String>,
+}
+
+/// Reads until a whole ClientHello is in; returns the bytes read and the hello (`None` when the
+/// bytes are not a TLS hello or the client closed: pingora's handshake reports that).
+async fn read_hello(stream: &mut L4Stream) -> (Vec<u8>, Option<Hello>) {
     let mut seen = Vec::new();
     let mut acceptor = Acceptor::default();
     let mut buf = [0u8; 4096];
-    let read = tokio::time::timeout(PEEK_TIMEOUT, async {
-        while seen.len() < PEEK_LIMIT {
-            let n = match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => n,
-            };
-            seen.extend_from_slice(&buf[..n]);
-            if acceptor.read_tls(&mut &buf[..n]).is_err() {
-                return None;
-            }
-            match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    let hello = accepted.client_hello();
-                    let acme = hello
-                        .alpn()
-                        .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
-                    return acme
-                        .then(|| hello.server_name().map(str::to_string))
-                        .flatten();
-                }
-                Ok(None) => continue,
-                Err(_) => return None,
-            }
+    while seen.len() < PEEK_LIMIT {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        seen.extend_from_slice(&buf[..n]);
+        if acceptor.read_tls(&mut &buf[..n]).is_err() {
+            break;
         }
-        None
-    })
-    .await;
-    (seen, read.ok().flatten())
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let hello = accepted.client_hello();
+                let acme = hello
+                    .alpn()
+                    .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
+                let acme_sni = acme
+                    .then(|| hello.server_name().map(str::to_string))
+                    .flatten();
+                return (seen, Some(Hello { acme_sni }));
+            }
+            Ok(None) => continue,
+            Err(_) => break,
+        }
+    }
+    (seen, None)
 }
 
 /// Completes the validation handshake with the challenge certificate, if there is one.

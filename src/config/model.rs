@@ -35,6 +35,9 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers.
     #[serde(default = "defaults::header_timeout")]
     pub header_timeout: Dur,
+    /// How long an idle keep-alive connection (HTTP/1.1 or HTTP/2) is kept open.
+    #[serde(default = "defaults::keepalive_timeout")]
+    pub keepalive_timeout: Dur,
     /// How long a client may stay silent while sending a request body.
     #[serde(default = "defaults::body_timeout")]
     pub body_timeout: Dur,
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             max_connections: None,
             grace_period: defaults::grace_period(),
             header_timeout: defaults::header_timeout(),
+            keepalive_timeout: defaults::keepalive_timeout(),
             body_timeout: defaults::body_timeout(),
             max_header_size: defaults::max_header_size(),
         }
@@ -346,6 +350,9 @@ mod defaults {
     }
     pub fn header_timeout() -> Dur {
         secs(10)
+    }
+    pub fn keepalive_timeout() -> Dur {
+        secs(75)
     }
     pub fn body_timeout() -> Dur {
         secs(60)

@@ -66,6 +66,12 @@ fn check_listen(c: &Config, p: &mut Vec<Problem>) {
     if c.server.threads == Some(0) {
         p.push(Problem::at("server.threads", "must be at least 1"));
     }
+    if c.server.keepalive_timeout.0.as_secs() == 0 {
+        p.push(Problem::at(
+            "server.keepalive_timeout",
+            "must be at least 1s",
+        ));
+    }
     if c.server.header_timeout.0.is_zero() {
         p.push(Problem::at("server.header_timeout", "must be more than 0"));
     }

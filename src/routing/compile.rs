@@ -75,6 +75,7 @@ pub fn compile_with_certs(
     let redirect_https = https_port.filter(|_| c.tls.redirect_http.unwrap_or(true));
     let settings = Settings {
         header_timeout: c.server.header_timeout.0,
+        keepalive_timeout: c.server.keepalive_timeout.0,
         body_timeout: c.server.body_timeout.0,
         max_header_size: c.server.max_header_size.0,
         grace_period: c.server.grace_period.0,

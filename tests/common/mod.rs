@@ -71,7 +71,10 @@ where
     }
 }
 
-// Helpers for the TLS, WebSocket, shutdown and FastAPI tests.
+// Helpers for the TLS, WebSocket, shutdown, reload, metrics, ACME and FastAPI tests.
+pub mod pebble;
+pub mod prom;
+pub mod reload;
 pub mod tls;
 pub mod whole;
 pub mod ws;

@@ -23,6 +23,7 @@ pub struct ProxyBuilder {
     tls_yaml: Option<String>,
     body: String,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     wait_ready: bool,
 }
 
@@ -44,6 +45,7 @@ impl ProxyBuilder {
             tls_yaml: None,
             body: String::new(),
             env: Vec::new(),
+            args: Vec::new(),
             wait_ready: true,
         }
     }
@@ -91,6 +93,12 @@ impl ProxyBuilder {
     /// An environment variable for the child only (tests never call `set_var`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// An extra command-line argument for the child (e.g. `--log-format`, then `json`).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
         self
     }
 
@@ -143,6 +151,7 @@ impl ProxyBuilder {
         let mut cmd = Command::new(bin());
         cmd.arg("-c")
             .arg(&config)
+            .args(&self.args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("stdout file"))

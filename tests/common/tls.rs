@@ -53,9 +53,16 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// A rustls client config trusting exactly `trust`, offering the ALPN protocols `alpn`.
 pub fn client_config(trust: &[&TestCert], alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let roots: Vec<CertificateDer<'static>> = trust.iter().map(|c| c.der.clone()).collect();
+    roots_client_config(&roots, alpn)
+}
+
+/// A rustls client config trusting exactly the root certificates `trust` (e.g. a test CA's
+/// root), offering the ALPN protocols `alpn`.
+pub fn roots_client_config(trust: &[CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for cert in trust {
-        roots.add(cert.der.clone()).expect("add root");
+        roots.add(cert.clone()).expect("add root");
     }
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -100,7 +107,17 @@ pub async fn handshake(
     server_name: &str,
     alpn: &[&[u8]],
 ) -> Result<Handshake, String> {
-    let connector = tokio_rustls::TlsConnector::from(insecure_client_config(alpn));
+    handshake_with(insecure_client_config(alpn), addr, server_name).await
+}
+
+/// [`handshake`] with a given client config: with one that verifies (such as
+/// [`roots_client_config`]), an `Err` also means the server's chain did not verify.
+pub async fn handshake_with(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<Handshake, String> {
+    let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from(server_name.to_string())
         .map_err(|e| format!("server name {server_name}: {e}"))?;
     let work = async {

@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::process::{Command, Stdio};
 
+use tempfile::TempDir;
+
 use super::{bin, free_port, Proxy};
 
 /// The ports a whole-file proxy listens on; the test's YAML must use them.
@@ -12,6 +14,18 @@ pub struct Ports {
     pub http: u16,
     pub https: u16,
     pub admin: u16,
+}
+
+impl Ports {
+    /// Three ports from [`free_port`], picked before anything starts (so another process, such
+    /// as an ACME server that must validate against this proxy, can be told about them).
+    pub fn free() -> Ports {
+        Ports {
+            http: free_port(),
+            https: free_port(),
+            admin: free_port(),
+        }
+    }
 }
 
 /// Writes `make(&ports)` as `proxy.yaml` in a temp dir (after `prepare` has put other files
@@ -26,12 +40,14 @@ pub async fn start_whole(
         .tempdir()
         .expect("tempdir");
     prepare(dir.path());
-    let ports = Ports {
-        http: free_port(),
-        https: free_port(),
-        admin: free_port(),
-    };
+    let ports = Ports::free();
     let yaml = make(&ports);
+    start_whole_in(dir, &ports, yaml).await
+}
+
+/// Writes `yaml` as `proxy.yaml` into `dir` (which the returned proxy owns from now on), starts
+/// `rproxy -c` on it and waits for `/readyz`. `yaml` must listen on `ports`.
+pub async fn start_whole_in(dir: TempDir, ports: &Ports, yaml: String) -> Proxy {
     let config = dir.path().join("proxy.yaml");
     std::fs::write(&config, &yaml).expect("write proxy.yaml");
 

@@ -48,13 +48,13 @@ pub fn rewrite_request(
 
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
+    // Split the raw bytes: a value with a non-ASCII byte must still have its other tokens honoured.
     let named: Vec<HeaderName> = req
         .headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
         .collect();
     let upgrade = keep_upgrade
         .then(|| req.headers.get(header::UPGRADE).cloned())
@@ -143,6 +143,19 @@ mod tests {
         for gone in ["connection", "x-secret", "keep-alive", "te"] {
             assert_eq!(h(gone), None, "{gone} must not be forwarded");
         }
+    }
+
+    #[test]
+    fn connection_tokens_beside_non_ascii_are_honoured() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("connection", HeaderValue::from_bytes(b"\xd6,x").unwrap())
+            .unwrap();
+        req.append_header("x", "secret").unwrap();
+        strip_hop_by_hop(&mut req, false);
+        assert!(
+            req.headers.get("x").is_none(),
+            "a header named by Connection is dropped"
+        );
     }
 
     #[test]

@@ -1,0 +1,475 @@
+#!/usr/bin/env bash
+# rproxy against nginx as a reverse proxy, under load, on 127.0.0.1 (see BENCHMARKS.md).
+#
+# Starts three servers on free loopback ports:
+#   upstream  nginx, 1 worker: a small JSON body at /, 200 at /health, keep-alive, no access log
+#   nginx     nginx as a reverse proxy, 1 worker, in front of the upstream: proxy_http_version 1.1,
+#             Connection "", keepalive 32, X-Forwarded-* / X-Real-IP / X-Request-Id, a plain
+#             listener and a `ssl http2` one (TLS 1.2 + 1.3), no access log
+#   rproxy    the release build with matched settings: server.threads 1, http + https listeners,
+#             the same certificate, one pool with that upstream (probed on /health), access log off
+# and measures them in turn, nginx then rproxy, ROUNDS times (A B A B: drift hits both):
+#   h1        HTTP/1.1 keep-alive on the plain port: wrk --latency -t1 -c$CONNS -d$DURATION
+#   h2        TLS + HTTP/2, multiplexed:             h2load -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION
+#   h1-rate   the same fixed load on both, for latency at equal load: h2load --h1 -c$CONNS -m1
+#             --rps so that the total is $RATE req/s (below both proxies' capacity)
+#   h2-rate   the same over TLS + h2: h2load -c$H2_CLIENTS -m$H2_STREAMS --rps, $RATE req/s in all
+#   tls-new   new TLS connections: h2load -n $HANDSHAKES -c $HANDSHAKES -m1, i.e. that many
+#             clients, all started at once, each doing one full TLS 1.3 handshake (h2load never
+#             resumes a session across clients) and one h2 request; req/s = handshakes/s
+#   upstream  the upstream alone with the h1 load: the ceiling for both proxies
+# Each row gives req/s, p50/p99 latency (wrk's, or from h2load's per-request log), failed or
+# non-2xx responses, the proxy's peak RSS during that run (VmHWM from /proc, reset to the current
+# RSS before the run through /proc/<pid>/clear_refs; for nginx, its worker process) and the
+# proxy's CPU time per request (from /proc/<pid>/task/*/schedstat; less disturbed by other load
+# on the machine than req/s). The summary gives the mean of the rounds and the rproxy/nginx ratios.
+#
+#   benches/load/compare.sh                         # 2 rounds of 10 s runs (~5 min after the build)
+#   DURATION=2 ROUNDS=1 benches/load/compare.sh     # a quick check
+#
+# Environment: DURATION (seconds per run, 10), ROUNDS (2), CONNS (wrk connections, 50),
+# H2_CLIENTS (10), H2_STREAMS (10), HANDSHAKES (2000), RATE (4000 req/s for the *-rate runs),
+# SCENARIOS ("h1 h2 h1-rate h2-rate tls-new upstream"),
+# PIN=1 (load generators on CPU 1, proxies and upstream on CPU 0; default: no pinning, the
+# kernel spreads everything over all cores), RPROXY_BIN (use this binary, skip the build),
+# KEEP=1 (keep the work directory with configs, logs and raw outputs), PROFILE=DIR (after the
+# measured rounds, one more rproxy run of PROFILE_SCENARIO (default h1), not counted, under
+# `perf record -e cpu-clock --call-graph dwarf`; perf.data and the reports go to DIR; needs
+# Debian's linux-perf).
+#
+# Needs Debian's nginx-core, wrk, nghttp2-client (h2load), curl, openssl and iproute2 (ss); the
+# missing ones are installed with apt-get. Everything listens on 127.0.0.1, every tool runs under
+# `timeout`, and the trap stops everything this script started.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}
+CONNS=${CONNS:-50}
+H2_CLIENTS=${H2_CLIENTS:-10}
+H2_STREAMS=${H2_STREAMS:-10}
+HANDSHAKES=${HANDSHAKES:-2000}
+SCENARIOS=${SCENARIOS:-h1 h2 h1-rate h2-rate tls-new upstream}
+RATE=${RATE:-4000}
+PIN=${PIN:-}
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# --- tools --------------------------------------------------------------------------------------
+need=()
+for pair in nginx:nginx-core wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl ss:iproute2 \
+    taskset:util-linux; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if ((${#need[@]})); then
+    sudo=
+    ((EUID == 0)) || sudo=sudo
+    log "installing ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [[ -z ${RPROXY_BIN:-} ]]; then
+    log "cargo build --release"
+    (cd "$root" && cargo build --release --bin rproxy)
+    RPROXY_BIN=$root/target/release/rproxy
+fi
+[[ -x $RPROXY_BIN ]] || die "no rproxy binary at $RPROXY_BIN"
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# --- cleanup ------------------------------------------------------------------------------------
+work=$(mktemp -d /tmp/rproxy-compare.XXXXXX)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        # nginx masters stop their workers; rproxy's grace period is 1 s.
+        timeout 5 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
+    done
+    if [[ -n ${KEEP:-} ]]; then
+        log "work directory kept: $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- ports, pinning -----------------------------------------------------------------------------
+taken=" "
+# free_port VAR: a port below the ephemeral range that no socket on this machine uses.
+free_port() {
+    local p
+    for _ in $(seq 500); do
+        p=$((20000 + RANDOM % 12000))
+        [[ $taken == *" $p "* ]] && continue
+        if [[ -z $(ss -Htan "( sport = :$p )") ]]; then
+            taken+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+free_port UP_PORT
+free_port NGX_HTTP
+free_port NGX_HTTPS
+free_port RP_HTTP
+free_port RP_HTTPS
+free_port RP_ADMIN
+
+server_cpu=()
+load_cpu=()
+if [[ $PIN == 1 ]]; then
+    server_cpu=(taskset -c 0)
+    load_cpu=(taskset -c 1)
+fi
+
+# --- certificate --------------------------------------------------------------------------------
+mkdir -p "$work/certs" "$work/nginx-up" "$work/nginx-proxy"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$work/certs/localhost.key" -out "$work/certs/localhost.crt" 2>/dev/null
+cert_fp=$(openssl x509 -in "$work/certs/localhost.crt" -noout -fingerprint -sha256)
+
+# --- configurations -----------------------------------------------------------------------------
+body='{"service":"bench","status":"ok","items":[1,2,3,4,5],"message":"hello from the upstream"}'
+user_line=
+((EUID == 0)) && user_line='user root;'
+
+# Shared by both nginx instances: one worker, no access log, temp files in the work directory.
+nginx_common() { # $1 = prefix directory
+    cat <<EOF
+$user_line
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 16384; }
+EOF
+}
+nginx_http_common() {
+    cat <<EOF
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
+{
+    nginx_common "$work/nginx-up"
+    cat <<EOF
+http {
+$(nginx_http_common "$work/nginx-up")
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        location = /health { return 200 "ok\n"; }
+        location / {
+            default_type application/json;
+            return 200 '$body';
+        }
+    }
+}
+EOF
+} >"$work/nginx-up/nginx.conf"
+
+{
+    nginx_common "$work/nginx-proxy"
+    cat <<EOF
+http {
+$(nginx_http_common "$work/nginx-proxy")
+    upstream app {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 32;
+    }
+    server {
+        listen 127.0.0.1:$NGX_HTTP backlog=4096;
+        listen 127.0.0.1:$NGX_HTTPS ssl http2 backlog=4096;
+        server_name localhost;
+        ssl_certificate $work/certs/localhost.crt;
+        ssl_certificate_key $work/certs/localhost.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+        }
+    }
+}
+EOF
+} >"$work/nginx-proxy/nginx.conf"
+
+cat >"$work/proxy.yaml" <<EOF
+server:
+  threads: 1
+  grace_period: 1s
+listen:
+  http: "127.0.0.1:$RP_HTTP"
+  https: "127.0.0.1:$RP_HTTPS"
+  admin: "127.0.0.1:$RP_ADMIN"
+tls:
+  certs: certs
+  redirect_http: false
+upstreams:
+  app:
+    servers: ["127.0.0.1:$UP_PORT"]
+    health: { path: /health, interval: 2s, timeout: 1s }
+routes:
+  - { name: bench, path: /, upstream: app }
+EOF
+
+cat >"$work/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d non2xx=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+EOF
+
+# --- start --------------------------------------------------------------------------------------
+start_nginx() { # $1 = prefix directory; prints the master's pid
+    "${server_cpu[@]}" nginx -e "$1/error.log" -p "$1" -c "$1/nginx.conf" -g 'daemon off;' \
+        >>"$1/stdout.log" 2>&1 &
+    pids+=($!)
+}
+
+# wait_http URL [curl flags...]: until the URL answers 200, at most 30 s.
+wait_http() {
+    local url=$1
+    shift
+    for _ in $(seq 300); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url") == 200 ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$url did not answer 200 within 30 s"
+}
+
+nginx -t -q -e "$work/nginx-up/error.log" -p "$work/nginx-up" -c "$work/nginx-up/nginx.conf"
+nginx -t -q -e "$work/nginx-proxy/error.log" -p "$work/nginx-proxy" -c "$work/nginx-proxy/nginx.conf"
+start_nginx "$work/nginx-up"
+up_master=${pids[-1]}
+start_nginx "$work/nginx-proxy"
+ngx_master=${pids[-1]}
+"$RPROXY_BIN" -t -c "$work/proxy.yaml" >/dev/null || die "rproxy -t rejects $work/proxy.yaml"
+RPROXY_LOG=warn "${server_cpu[@]}" "$RPROXY_BIN" -c "$work/proxy.yaml" >>"$work/rproxy.log" 2>&1 &
+pids+=($!)
+rp_pid=${pids[-1]}
+
+wait_http "http://127.0.0.1:$UP_PORT/health"
+wait_http "http://127.0.0.1:$NGX_HTTP/"
+wait_http "http://127.0.0.1:$RP_ADMIN/readyz"
+worker_of() { awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null; }
+ngx_worker=$(worker_of "$ngx_master")
+up_worker=$(worker_of "$up_master")
+[[ -n $ngx_worker && -n $up_worker ]] || die "no nginx worker process"
+
+# Both proxies answer the upstream's body over HTTP/1.1 and over TLS + h2, with our certificate.
+for target in nginx:$NGX_HTTP:$NGX_HTTPS rproxy:$RP_HTTP:$RP_HTTPS; do
+    IFS=: read -r name http https <<<"$target"
+    wait_http "https://localhost:$https/" -k --http2
+    got=$(curl -s --max-time 5 "http://localhost:$http/")
+    [[ $got == "$body" ]] || die "$name over HTTP/1.1 answered: $got"
+    got=$(curl -sk --max-time 5 --http2 -w ' %{http_version}' "https://localhost:$https/")
+    [[ $got == "$body 2" ]] || die "$name over TLS + h2 answered: $got"
+    fp=$(openssl s_client -connect "127.0.0.1:$https" -servername localhost </dev/null 2>/dev/null |
+        openssl x509 -noout -fingerprint -sha256)
+    [[ $fp == "$cert_fp" ]] || die "$name does not serve the benchmark certificate"
+done
+
+# --- measuring ----------------------------------------------------------------------------------
+# peak_reset PID / peak_kib PID: the process's peak RSS since the reset.
+peak_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+peak_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# cpu_ns PID: CPU time used by all the process's threads so far, in ns.
+cpu_ns() { cat "/proc/$1/task/"*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+
+# Each run_* prints: req/s p50_ms p99_ms failed requests
+run_wrk() { # url [extra wrk args]
+    local url=$1 out
+    shift
+    out=$("${load_cpu[@]}" timeout $((DURATION + 30)) wrk --latency -t1 -c"$CONNS" \
+        -d"${DURATION}s" -s "$work/report.lua" "$@" "$url" | tee -a "$work/raw.txt" | grep '^RESULT') ||
+        die "wrk failed against $url"
+    awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+           printf "%.0f %.2f %.2f %d %d\n", v["requests"] / (v["duration_us"] / 1e6),
+               v["p50_us"] / 1000, v["p99_us"] / 1000, v["errors"] + v["non2xx"], v["requests"] }' <<<"$out"
+}
+
+# Percentiles from h2load's --log-file (3rd column: microseconds until the response ended).
+h2load_summary() { # raw-output log-file
+    local rps failed pct done
+    rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$1")
+    done=$(awk '/^requests:/ { print $6 }' "$1")
+    failed=$(awk '/^requests:/ { f = $10 + $12 + $14 }
+                  /^status codes:/ { f += $5 + $7 + $9 } END { print f + 0 }' "$1")
+    pct=$(sort -n -k3,3 "$2" | awk '{ d[NR] = $3 } END {
+        if (NR == 0) { print "- -"; exit }
+        i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
+        i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+        printf "%.2f %.2f\n", d[i50] / 1000, d[i99] / 1000 }')
+    printf '%.0f %s %d %d\n' "$rps" "$pct" "$failed" "$done"
+}
+
+run_h2load() { # port [h2load args]
+    local port=$1
+    shift
+    run_h2load_url "https://localhost:$port/" "$@"
+}
+
+run_h2load_url() { # url [h2load args]
+    local url=$1 raw=$work/h2load.out log=$work/h2load.log
+    shift
+    rm -f "$log"
+    "${load_cpu[@]}" timeout $((DURATION + 60)) h2load --log-file="$log" "$@" "$url" >"$raw" 2>&1 ||
+        die "h2load failed against $url: $(tail -3 "$raw")"
+    cat "$raw" >>"$work/raw.txt"
+    h2load_summary "$raw" "$log"
+}
+
+run_scenario() { # scenario target -> "rps p50 p99 failed"
+    local http https
+    case $2 in
+    nginx) http=$NGX_HTTP https=$NGX_HTTPS ;;
+    rproxy) http=$RP_HTTP https=$RP_HTTPS ;;
+    upstream) http=$UP_PORT ;;
+    esac
+    case $1 in
+    h1 | upstream) run_wrk "http://localhost:$http/" ;;
+    h2) run_h2load "$https" -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$DURATION" --warm-up-time=1 ;;
+    tls-new) run_h2load "$https" -t1 -c"$HANDSHAKES" -n"$HANDSHAKES" -m1 ;;
+    h1-rate)
+        run_h2load_url "http://localhost:$http/" --h1 -t1 -c"$CONNS" -m1 --rps=$((RATE / CONNS)) \
+            -D "$DURATION" --warm-up-time=1
+        ;;
+    h2-rate)
+        run_h2load "$https" -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" --rps=$((RATE / H2_CLIENTS)) \
+            -D "$DURATION" --warm-up-time=1
+        ;;
+    *) die "unknown scenario $1" ;;
+    esac
+}
+
+results=$work/results.tsv
+: >"$results"
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git -C "$root" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] && commit+=" (src modified)"
+echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC'), rproxy at $commit"
+echo "machine:  $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)," \
+    "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
+echo "tools:    $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')," \
+    "$(h2load --version | head -1 | awk '{print "h2load " $2}')"
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the runs;" \
+    "pinning: $([[ $PIN == 1 ]] && echo 'load generators on CPU 1, servers on CPU 0' || echo none)"
+log "nginx worker $ngx_worker, rproxy $rp_pid; ${ROUNDS} rounds of: $SCENARIOS (${DURATION}s runs)"
+row_format='%-9s %-8s %5s %9s %8s %8s %7s %12s %11s\n'
+# shellcheck disable=SC2059
+printf "$row_format" scenario target round 'req/s' 'p50 ms' 'p99 ms' failed 'peak RSS KiB' \
+    'CPU us/req'
+for round in $(seq "$ROUNDS"); do
+    for scenario in $SCENARIOS; do
+        targets="nginx rproxy"
+        [[ $scenario == upstream ]] && targets=upstream
+        for target in $targets; do
+            pid=
+            [[ $target == nginx ]] && pid=$ngx_worker
+            [[ $target == rproxy ]] && pid=$rp_pid
+            [[ $target == upstream ]] && pid=$up_worker
+            sleep 1 # let the previous run's connections close
+            [[ $target != upstream ]] && peak_reset "$pid"
+            cpu0=$(cpu_ns "$pid")
+            row=$(run_scenario "$scenario" "$target") || exit 1
+            cpu1=$(cpu_ns "$pid")
+            read -r rps p50 p99 failed count <<<"$row"
+            # One request per connection, timed from after the handshake: not a latency figure.
+            [[ $scenario == tls-new ]] && p50=- p99=-
+            [[ -n $rps && $count -gt 0 ]] || die "no result for $scenario against $target"
+            rss=-
+            [[ $target != upstream ]] && rss=$(peak_kib "$pid")
+            cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$count" 'BEGIN { printf "%.1f", (b - a) / n / 1000 }')
+            # shellcheck disable=SC2059
+            printf "$row_format" "$scenario" "$target" "$round" "$rps" "$p50" "$p99" "$failed" \
+                "$rss" "$cpu"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$round" "$rps" \
+                "$p50" "$p99" "$failed" "$rss" "$cpu" >>"$results"
+        done
+    done
+done
+kill -0 "$rp_pid" 2>/dev/null || die "rproxy exited during the run (see $work/rproxy.log)"
+
+# --- profile (optional) ------------------------------------------------------------------------
+if [[ -n ${PROFILE:-} ]]; then
+    mkdir -p "$PROFILE"
+    command -v perf >/dev/null || die "PROFILE needs perf (Debian: linux-perf)"
+    PROFILE_SCENARIO=${PROFILE_SCENARIO:-h1}
+    log "profiling rproxy under the $PROFILE_SCENARIO load for ${DURATION}s into $PROFILE"
+    perf record -q -e cpu-clock -F 999 --call-graph dwarf,65528 -p "$rp_pid" \
+        -o "$PROFILE/perf.data" -- sleep $((DURATION + 1)) 2>"$PROFILE/record.log" &
+    perf_pid=$!
+    pids+=("$perf_pid")
+    sleep 0.5
+    run_scenario "$PROFILE_SCENARIO" rproxy >"$PROFILE/load.txt"
+    wait "$perf_pid" || true
+    report() { perf report -i "$PROFILE/perf.data" --stdio -g none --percent-limit 0.3 "$@" 2>/dev/null; }
+    report --no-children --sort dso >"$PROFILE/by-dso.txt"
+    report --no-children --sort symbol >"$PROFILE/self.txt"
+    report --children --sort symbol >"$PROFILE/inclusive.txt"
+    log "profile written: $PROFILE/{by-dso,self,inclusive}.txt"
+fi
+
+# --- summary ------------------------------------------------------------------------------------
+echo
+echo "mean of $ROUNDS rounds; RSS: the highest peak of the rounds; ratio = rproxy / nginx;" \
+    "CPU: the proxy's CPU time per request in us (nginx: its worker)"
+awk -F'\t' -v scenarios="$SCENARIOS" '
+    function mean(k) { return n[k] ? sum[k] / n[k] : 0 }
+    {
+        k = $1 SUBSEP $2
+        n[k]++; sum[k] += $4; p50[k] += $5; p99[k] += $6; fail[k] += $7; cpu[k] += $9
+        if ($8 != "-" && $8 > rss[k]) rss[k] = $8
+    }
+    END {
+        printf "%-9s %10s %10s %6s %15s %15s %6s %10s %10s %6s %9s %9s\n", "scenario",
+            "nginx r/s", "rproxy r/s", "ratio", "nginx p50/p99", "rproxy p50/p99", "p99 x",
+            "nginx KiB", "rproxy KiB", "RSS x", "nginx CPU", "rproxy CPU"
+        ns = split(scenarios, s, " ")
+        for (i = 1; i <= ns; i++) {
+            if (s[i] == "upstream") continue
+            a = s[i] SUBSEP "nginx"; b = s[i] SUBSEP "rproxy"
+            if (!n[a] || !n[b]) continue
+            la = (p50[a] == "" || s[i] == "tls-new") ? "-" : sprintf("%.2f/%.2f", p50[a] / n[a], p99[a] / n[a])
+            lb = (p50[b] == "" || s[i] == "tls-new") ? "-" : sprintf("%.2f/%.2f", p50[b] / n[b], p99[b] / n[b])
+            px = (s[i] == "tls-new" || p99[a] == 0) ? "-" : sprintf("%.2f", p99[b] / p99[a])
+            printf "%-9s %10.0f %10.0f %6.2f %15s %15s %6s %10d %10d %6.2f %9.1f %9.1f\n", s[i],
+                mean(a), mean(b), mean(b) / mean(a), la, lb, px, rss[a], rss[b], rss[b] / rss[a],
+                cpu[a] / n[a], cpu[b] / n[b]
+            if (fail[a] + fail[b] > 0)
+                printf "  failed or non-2xx responses: nginx %d, rproxy %d\n", fail[a], fail[b]
+        }
+        u = "upstream" SUBSEP "upstream"; h = "h1" SUBSEP "rproxy"; g = "h1" SUBSEP "nginx"
+        if (n[u] && n[h])
+            printf "upstream alone (h1): %.0f req/s, p50/p99 %.2f/%.2f ms, %.1f us CPU/req; h1 through rproxy = %.0f%%, through nginx = %.0f%% of it\n",
+                mean(u), p50[u] / n[u], p99[u] / n[u], cpu[u] / n[u], 100 * mean(h) / mean(u),
+                100 * mean(g) / mean(u)
+    }' "$results"

@@ -372,8 +372,9 @@ impl ProxyHttp for Proxy {
             Target::Static(dir) => {
                 let path = session.req_header().uri.path().to_string();
                 let rel = path.get(route.prefix.len()..).unwrap_or("");
-                ctx.local_status =
-                    Some(static_files::serve(session, dir, rel, &ctx.request_id).await?);
+                let hsts = route.hsts && self.listener == Listener::Https;
+                let status = static_files::serve(session, dir, rel, &ctx.request_id, hsts).await?;
+                ctx.local_status = Some(status);
                 Ok(true)
             }
             Target::Upstream(pool) => {
@@ -503,7 +504,7 @@ impl ProxyHttp for Proxy {
         ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if self.listener == Listener::Https && ctx.route.as_ref().is_some_and(|r| r.hsts) {
-            resp.insert_header("strict-transport-security", "max-age=31536000")?;
+            resp.insert_header("strict-transport-security", static_files::HSTS)?;
         }
         Ok(())
     }

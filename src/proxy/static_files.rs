@@ -14,14 +14,17 @@ use tokio::io::AsyncReadExt;
 use super::respond;
 
 const CHUNK: usize = 64 << 10;
+pub const HSTS: &str = "max-age=31536000";
 
 /// Serves `rel` (the request path after the route prefix, still percent-encoded) from `root`
 /// (a canonical directory). Returns the status written.
+/// `hsts`: add `Strict-Transport-Security` to files served (an https route with `hsts: true`).
 pub async fn serve(
     session: &mut Session,
     root: &Path,
     rel: &str,
     rid: &str,
+    hsts: bool,
 ) -> pingora_error::Result<u16> {
     let method = session.req_header().method.clone();
     if method != Method::GET && method != Method::HEAD {
@@ -51,7 +54,7 @@ pub async fn serve(
     } else {
         path
     };
-    send_file(session, &path, method == Method::HEAD, rid).await
+    send_file(session, &path, method == Method::HEAD, rid, hsts).await
 }
 
 /// The canonical file for `rel` under `root`, or `None` if it does not exist or escapes.
@@ -97,6 +100,7 @@ async fn send_file(
     path: &Path,
     head: bool,
     rid: &str,
+    hsts: bool,
 ) -> pingora_error::Result<u16> {
     let Ok(mut file) = tokio::fs::File::open(path).await else {
         respond::send(session, 404, &[("x-request-id", rid)]).await?;
@@ -112,6 +116,9 @@ async fn send_file(
     if not_modified(session, &etag, modified) {
         let mut resp = ResponseHeader::build(304, Some(3))?;
         resp.insert_header("x-request-id", rid)?;
+        if hsts {
+            resp.insert_header("strict-transport-security", HSTS)?;
+        }
         resp.insert_header("etag", &etag)?;
         resp.insert_header("last-modified", &last_modified)?;
         session.write_response_header(Box::new(resp), true).await?;
@@ -119,6 +126,9 @@ async fn send_file(
     }
     let mut resp = ResponseHeader::build(200, Some(5))?;
     resp.insert_header("x-request-id", rid)?;
+    if hsts {
+        resp.insert_header("strict-transport-security", HSTS)?;
+    }
     resp.insert_header("content-type", content_type(path))?;
     resp.insert_header("content-length", meta.len().to_string())?;
     resp.insert_header("etag", &etag)?;

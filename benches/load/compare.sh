@@ -8,7 +8,7 @@
 #             listener and a `ssl http2` one (TLS 1.2 + 1.3), no access log
 #   rproxy    the release build with matched settings: server.threads 1, http + https listeners,
 #             the same certificate, one pool with that upstream (probed on /health), access log off
-# and measures them in turn, nginx then rproxy, ROUNDS times (A B A B: drift hits both):
+# and measures each scenario ROUNDS times, nginx then rproxy in turn (A B A B: drift hits both):
 #   h1        HTTP/1.1 keep-alive on the plain port: wrk --latency -t1 -c$CONNS -d$DURATION
 #   h2        TLS + HTTP/2, multiplexed:             h2load -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION
 #   h1-rate   the same fixed load on both, for latency at equal load: h2load --h1 -c$CONNS -m1
@@ -383,12 +383,17 @@ echo "tools:    $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the runs;" \
     "pinning: $([[ $PIN == 1 ]] && echo 'load generators on CPU 1, servers on CPU 0' || echo none)"
 log "nginx worker $ngx_worker, rproxy $rp_pid; ${ROUNDS} rounds of: $SCENARIOS (${DURATION}s runs)"
+# busy idle steal: the machine's CPU ticks so far (steal = taken by the hypervisor).
+ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
+ticks_start=$(ticks)
 row_format='%-9s %-8s %5s %9s %8s %8s %7s %12s %11s\n'
 # shellcheck disable=SC2059
 printf "$row_format" scenario target round 'req/s' 'p50 ms' 'p99 ms' failed 'peak RSS KiB' \
     'CPU us/req'
-for round in $(seq "$ROUNDS"); do
-    for scenario in $SCENARIOS; do
+# Scenario by scenario, each with its rounds: the 2,000-connection burst of tls-new comes after
+# the keep-alive runs, so the memory it leaves behind does not count in their peaks.
+for scenario in $SCENARIOS; do
+    for round in $(seq "$ROUNDS"); do
         targets="nginx rproxy"
         [[ $scenario == upstream ]] && targets=upstream
         for target in $targets; do
@@ -417,6 +422,11 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 kill -0 "$rp_pid" 2>/dev/null || die "rproxy exited during the run (see $work/rproxy.log)"
+read -r b0 i0 s0 <<<"$ticks_start"
+read -r b1 i1 s1 <<<"$(ticks)"
+awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) 'BEGIN { t = b + i + s
+    printf "machine during the runs: %.0f%% busy, %.0f%% idle, %.0f%% stolen by the hypervisor\n",
+        100 * b / t, 100 * i / t, 100 * s / t }'
 
 # --- profile (optional) ------------------------------------------------------------------------
 if [[ -n ${PROFILE:-} ]]; then

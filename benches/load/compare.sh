@@ -22,7 +22,8 @@
 # non-2xx responses, the proxy's peak RSS during that run (VmHWM from /proc, reset to the current
 # RSS before the run through /proc/<pid>/clear_refs; for nginx, its worker process) and the
 # proxy's CPU time per request (from /proc/<pid>/task/*/schedstat; less disturbed by other load
-# on the machine than req/s). The summary gives the mean of the rounds and the rproxy/nginx ratios.
+# on the machine than req/s). The summary gives the median of the rounds and the rproxy/nginx
+# ratios.
 #
 #   benches/load/compare.sh                         # 2 rounds of 10 s runs (~5 min after the build)
 #   DURATION=2 ROUNDS=1 benches/load/compare.sh     # a quick check
@@ -450,13 +451,25 @@ fi
 
 # --- summary ------------------------------------------------------------------------------------
 echo
-echo "mean of $ROUNDS rounds; RSS: the highest peak of the rounds; ratio = rproxy / nginx;" \
-    "CPU: the proxy's CPU time per request in us (nginx: its worker)"
+echo "median of $ROUNDS rounds (one disturbed round does not move it); RSS: the highest peak of" \
+    "the rounds; ratio = rproxy / nginx; CPU: the proxy's CPU time per request in us (nginx: its worker)"
 awk -F'\t' -v scenarios="$SCENARIOS" '
-    function mean(k) { return n[k] ? sum[k] / n[k] : 0 }
+    # med(k, col): the median of column col over the rounds of key k (insertion sort; mawk has no asort).
+    function med(k, col,    m, i, j, t, v) {
+        m = n[k]
+        for (i = 1; i <= m; i++) v[i] = val[k, col, i] + 0
+        for (i = 2; i <= m; i++) {
+            t = v[i]
+            for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]
+            v[j + 1] = t
+        }
+        return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+    }
     {
         k = $1 SUBSEP $2
-        n[k]++; sum[k] += $4; p50[k] += $5; p99[k] += $6; fail[k] += $7; cpu[k] += $9
+        r = ++n[k]
+        for (c = 4; c <= 9; c++) val[k, c, r] = $c
+        fail[k] += $7
         if ($8 != "-" && $8 > rss[k]) rss[k] = $8
     }
     END {
@@ -468,18 +481,19 @@ awk -F'\t' -v scenarios="$SCENARIOS" '
             if (s[i] == "upstream") continue
             a = s[i] SUBSEP "nginx"; b = s[i] SUBSEP "rproxy"
             if (!n[a] || !n[b]) continue
-            la = (p50[a] == "" || s[i] == "tls-new") ? "-" : sprintf("%.2f/%.2f", p50[a] / n[a], p99[a] / n[a])
-            lb = (p50[b] == "" || s[i] == "tls-new") ? "-" : sprintf("%.2f/%.2f", p50[b] / n[b], p99[b] / n[b])
-            px = (s[i] == "tls-new" || p99[a] == 0) ? "-" : sprintf("%.2f", p99[b] / p99[a])
+            lat = s[i] != "tls-new"
+            la = lat ? sprintf("%.2f/%.2f", med(a, 5), med(a, 6)) : "-"
+            lb = lat ? sprintf("%.2f/%.2f", med(b, 5), med(b, 6)) : "-"
+            px = lat && med(a, 6) > 0 ? sprintf("%.2f", med(b, 6) / med(a, 6)) : "-"
             printf "%-9s %10.0f %10.0f %6.2f %15s %15s %6s %10d %10d %6.2f %9.1f %9.1f\n", s[i],
-                mean(a), mean(b), mean(b) / mean(a), la, lb, px, rss[a], rss[b], rss[b] / rss[a],
-                cpu[a] / n[a], cpu[b] / n[b]
+                med(a, 4), med(b, 4), med(b, 4) / med(a, 4), la, lb, px, rss[a], rss[b],
+                rss[b] / rss[a], med(a, 9), med(b, 9)
             if (fail[a] + fail[b] > 0)
                 printf "  failed or non-2xx responses: nginx %d, rproxy %d\n", fail[a], fail[b]
         }
         u = "upstream" SUBSEP "upstream"; h = "h1" SUBSEP "rproxy"; g = "h1" SUBSEP "nginx"
-        if (n[u] && n[h])
+        if (n[u] && n[h] && n[g])
             printf "upstream alone (h1): %.0f req/s, p50/p99 %.2f/%.2f ms, %.1f us CPU/req; h1 through rproxy = %.0f%%, through nginx = %.0f%% of it\n",
-                mean(u), p50[u] / n[u], p99[u] / n[u], cpu[u] / n[u], 100 * mean(h) / mean(u),
-                100 * mean(g) / mean(u)
+                med(u, 4), med(u, 5), med(u, 6), med(u, 9), 100 * med(h, 4) / med(u, 4),
+                100 * med(g, 4) / med(u, 4)
     }' "$results"

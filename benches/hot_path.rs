@@ -21,10 +21,11 @@ fn loaded(yaml: &str) -> Loaded {
 
 fn header_rewrite(c: &mut Criterion) {
     let route = Route::new("r".into(), "/", Target::Static(PathBuf::from(".")));
+    let host = http::HeaderValue::from_static("app.example.com");
     let client = ClientInfo {
         ip: Some("192.0.2.7".parse().expect("ip")),
         proto: "https",
-        host: "app.example.com",
+        host: Some(&host),
         upgrade: false,
     };
     let mut template = RequestHeader::build("GET", b"/api/users/42?x=1", None).expect("request");

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use pingora_core::server::RunArgs;
 
+/// jemalloc: fewer instructions per request than glibc malloc and, after bursts of connections,
+/// memory that is reused instead of growing (BENCHMARKS.md, "Profile").
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (pingora 0.9, TLS: rustls with ring)"

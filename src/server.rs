@@ -11,13 +11,16 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
+use pingora_timeout::fast_timeout::fast_timeout;
 
 use crate::acme::alpn::AlpnResponder;
 use crate::acme::AcmeService;
@@ -79,30 +82,33 @@ impl HttpServerApp for Timed {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let (first, accepted) = CONN
-            .try_with(|c| {
-                let n = c.requests.get();
-                c.requests.set(n + 1);
-                c.headers_read.set(false);
-                (n == 0, c.accepted)
-            })
-            .unwrap_or((false, Instant::now()));
-        let settings = self.state.runtime().settings.clone();
+        // HTTP/2 streams run in tasks of their own, outside `CONN`: their connection's
+        // preface is already in, so no head deadline applies to them.
+        let Ok((first, accepted)) = CONN.try_with(|c| {
+            let n = c.requests.get();
+            c.requests.set(n.saturating_add(1));
+            c.headers_read.set(false);
+            (n == 0, c.accepted)
+        }) else {
+            return self.inner.process_new_http(session, shutdown).await;
+        };
+        let rt = self.state.peek();
+        let settings = &rt.settings;
         let mut session = session;
-        let deadline = if first {
+        let limit = if first {
             // One deadline from accept for the whole first request head.
-            accepted + settings.header_timeout
+            settings.header_timeout.saturating_sub(accepted.elapsed())
         } else {
             // A reused connection may idle for keepalive_timeout, then send its head.
             session.set_keepalive(Some(settings.keepalive_timeout.as_secs().max(1)));
-            Instant::now() + settings.keepalive_timeout + settings.header_timeout
+            settings.keepalive_timeout + settings.header_timeout
         };
+        drop(rt);
         let request = self.inner.process_new_http(session, shutdown);
         tokio::pin!(request);
-        tokio::select! {
-            biased;
-            done = &mut request => return done,
-            _ = tokio::time::sleep_until(deadline) => {}
+        // pingora's coarse timer wheel: far cheaper per request than a tokio timer.
+        if let Ok(done) = fast_timeout(limit, &mut request).await {
+            return done;
         }
         if CONN.try_with(|c| c.headers_read.get()).unwrap_or(true) {
             request.await
@@ -157,7 +163,7 @@ impl ServerApp for Edge {
         let _count = ConnCount(self.state.clone(), self.listener, self.open.clone());
         if self
             .state
-            .runtime()
+            .peek()
             .settings
             .max_connections
             .is_some_and(|max| open > max)
@@ -229,7 +235,7 @@ pub fn build_server(
 
     if let Some(addr) = &c.listen.http {
         let mut service = proxy_service(&conf, &state, Listener::Http);
-        service.add_tcp(addr);
+        service.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(l4_buffer()));
         server.add_service(service);
     }
     if let (Some(addr), Some(resolver)) = (&c.listen.https, resolver) {
@@ -242,7 +248,11 @@ pub fn build_server(
             }));
         let settings =
             tls::listener_settings(resolver).map_err(|e| BuildError::Tls(e.to_string()))?;
-        service.add_tls_with_settings(addr, None, settings);
+        service.add_listener(
+            ListenerConfig::tcp(addr.as_str())
+                .tls(settings)
+                .l4_buffer(l4_buffer()),
+        );
         server.add_service(service);
     }
     if let Some(addr) = c.listen.admin.as_deref().and_then(|a| a.parse().ok()) {
@@ -306,6 +316,15 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
     Service::new(format!("{} proxy", listener.proto()), edge)
 }
 
+/// Per-connection socket buffers. pingora's default read buffer is 64 KiB, allocated for every
+/// connection, idle ones included; request heads and TLS records fit in far less.
+fn l4_buffer() -> L4BufferSettings {
+    L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)
+}
+
+const L4_READ_BUFFER: usize = 4096;
+const L4_WRITE_BUFFER: usize = 1460;
+
 fn server_conf(loaded: &Loaded) -> ServerConf {
     let c = &loaded.config;
     let tmp = std::env::temp_dir();
@@ -319,6 +338,9 @@ fn server_conf(loaded: &Loaded) -> ServerConf {
         upgrade_sock: tmp.join(format!("rproxy-{pid}.sock")).display().to_string(),
         grace_period_seconds: Some(c.server.grace_period.0.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        // One single-threaded runtime per thread: no cross-thread wakeups or task stealing on
+        // the request path (BENCHMARKS.md).
+        work_stealing: false,
         ..ServerConf::default()
     }
 }

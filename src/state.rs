@@ -62,6 +62,12 @@ impl State {
         self.runtime.load_full()
     }
 
+    /// A short-lived look at the current configuration, cheaper than `runtime()`: for reads
+    /// that end before the next await.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Runtime>> {
+        self.runtime.load()
+    }
+
     /// Makes `runtime` the configuration for every request that starts from now on.
     pub fn publish(&self, runtime: Runtime) {
         self.runtime.store(Arc::new(runtime));

@@ -33,6 +33,8 @@
 # SCENARIOS ("h1 h2 h1-rate h2-rate tls-new upstream"),
 # PIN=1 (load generators on CPU 1, proxies and upstream on CPU 0; default: no pinning, the
 # kernel spreads everything over all cores), RPROXY_BIN (use this binary, skip the build),
+# INSTRUCTIONS=1 (after the measured rounds, each proxy's user-space instructions per h1 request
+# under valgrind's callgrind: exact and unaffected by other load; needs Debian's valgrind),
 # KEEP=1 (keep the work directory with configs, logs and raw outputs), PROFILE=DIR (after the
 # measured rounds, one more rproxy run of PROFILE_SCENARIO (default h1), not counted, under
 # `perf record -e cpu-clock --call-graph dwarf`; perf.data and the reports go to DIR; needs
@@ -62,8 +64,10 @@ die() {
 
 # --- tools --------------------------------------------------------------------------------------
 need=()
-for pair in nginx:nginx-core wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl ss:iproute2 \
-    taskset:util-linux; do
+tools="nginx:nginx-core wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl ss:iproute2"
+tools+=" taskset:util-linux"
+[[ -n ${INSTRUCTIONS:-} ]] && tools+=" valgrind:valgrind"
+for pair in $tools; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -447,6 +451,47 @@ if [[ -n ${PROFILE:-} ]]; then
     report --no-children --sort symbol >"$PROFILE/self.txt"
     report --children --sort symbol >"$PROFILE/inclusive.txt"
     log "profile written: $PROFILE/{by-dso,self,inclusive}.txt"
+fi
+
+# --- instructions per request (optional) -------------------------------------------------------
+# Each proxy in turn under callgrind (which counts user-space instructions exactly, whatever else
+# the machine does): warm up, zero the counters, one h1 run with 10 connections, dump, and divide
+# the instructions by the requests wrk counted. The measured instances are stopped first (same
+# ports); nginx runs as one process (master_process off) so that its worker is the one counted.
+count_ir() { # name url command... -> "instructions requests"
+    local name=$1 url=$2 vg out requests ir
+    shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$name" "$@" \
+        >>"$work/$name-callgrind.log" 2>&1 &
+    vg=$!
+    pids+=("$vg")
+    wait_http "$url"
+    timeout 60 wrk -t1 -c10 -d3s "$url" >/dev/null
+    callgrind_control -z "$vg" >/dev/null
+    out=$(timeout $((DURATION + 60)) wrk -t1 -c10 -d"${DURATION}s" -s "$work/report.lua" "$url" |
+        grep '^RESULT') || die "wrk failed against $name under callgrind"
+    callgrind_control -d "$vg" >/dev/null
+    kill -TERM "$vg" 2>/dev/null || true
+    timeout 30 tail --pid="$vg" -f /dev/null 2>/dev/null || kill -KILL "$vg" 2>/dev/null || true
+    requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$out")
+    ir=$(cat "$work/callgrind.$name".*[0-9] 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')
+    echo "$ir $requests"
+}
+if [[ -n ${INSTRUCTIONS:-} ]]; then
+    log "instructions per request under callgrind (${DURATION}s h1 runs, 10 connections)"
+    kill -TERM "$rp_pid" "$ngx_master" 2>/dev/null || true
+    timeout 10 tail --pid="$rp_pid" -f /dev/null 2>/dev/null || true
+    timeout 10 tail --pid="$ngx_master" -f /dev/null 2>/dev/null || true
+    read -r ngx_ir ngx_n <<<"$(count_ir nginx "http://127.0.0.1:$NGX_HTTP/" \
+        nginx -e "$work/nginx-proxy/error.log" -p "$work/nginx-proxy" \
+        -c "$work/nginx-proxy/nginx.conf" -g 'daemon off; master_process off;')"
+    read -r rp_ir rp_n <<<"$(RPROXY_LOG=warn count_ir rproxy "http://127.0.0.1:$RP_HTTP/" \
+        "$RPROXY_BIN" -c "$work/proxy.yaml")"
+    echo
+    awk -v a="$ngx_ir" -v an="$ngx_n" -v b="$rp_ir" -v bn="$rp_n" 'BEGIN {
+        if (an == 0 || bn == 0) { print "instructions: no requests counted"; exit }
+        printf "instructions per h1 request (callgrind): nginx %.0f (%d requests), rproxy %.0f (%d requests), ratio %.2f\n",
+            a / an, an, b / bn, bn, (b / bn) / (a / an) }'
 fi
 
 # --- summary ------------------------------------------------------------------------------------

@@ -53,19 +53,14 @@ fuzz_target!(|data: &[u8]| {
 
     let named = connection_tokens(&req);
     let had_upgrade = req.headers.get("upgrade").cloned();
-    let host = req
-        .headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let host = req.headers.get("host").cloned();
 
     if full {
         let route = Route::new("r".into(), "/", Target::Static(".".into()));
         let client = ClientInfo {
             ip,
             proto,
-            host: &host,
+            host: host.as_ref(),
             upgrade: keep_upgrade,
         };
         if rewrite_request(&mut req, &client, &route).is_err() {

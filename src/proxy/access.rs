@@ -44,7 +44,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         bytes_out = session.body_bytes_sent(),
         upstream_ms = ctx.upstream_header.map(|d| d.as_secs_f64() * 1e3),
         ms = elapsed.as_secs_f64() * 1e3,
-        request_id = ctx.request_id.as_str(),
+        request_id = ctx.request_id_str(),
         error = error.as_deref(),
         "access"
     );

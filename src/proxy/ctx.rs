@@ -26,7 +26,7 @@ pub struct Ctx {
     pub local_status: Option<u16>,
     pub inflight: Option<InflightGuard>,
     /// The client's `X-Request-Id`, or one made here; sent upstream and back to the client.
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     /// When the current upstream attempt started, and how long its response head took.
     pub upstream_start: Option<Instant>,
     pub upstream_header: Option<std::time::Duration>,
@@ -46,7 +46,7 @@ impl Default for Ctx {
             upstream_status: None,
             local_status: None,
             inflight: None,
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             upstream_start: None,
             upstream_header: None,
         }
@@ -56,6 +56,11 @@ impl Default for Ctx {
 impl Ctx {
     pub fn route_name(&self) -> &str {
         self.route.as_ref().map_or("", |r| r.name.as_str())
+    }
+
+    /// The request id as text (always printable ASCII).
+    pub fn request_id_str(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
     }
 
     pub fn pool_name(&self) -> &str {

@@ -1,6 +1,7 @@
 //! Request header rewriting toward upstreams: `X-Forwarded-*`, `X-Real-IP`, hop-by-hop removal
 //! (keeping a WebSocket `Upgrade`), and per-route headers.
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -27,7 +28,7 @@ pub struct ClientInfo<'a> {
     /// `http` or `https`.
     pub proto: &'static str,
     /// The Host (or :authority) the client sent, port included.
-    pub host: &'a str,
+    pub host: Option<&'a HeaderValue>,
     /// Keep `Upgrade`/`Connection: upgrade` for a WebSocket handshake.
     pub upgrade: bool,
 }
@@ -48,6 +49,11 @@ pub fn rewrite_request(
 
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
+    // Most requests carry none: one pass over the names instead of a removal per name.
+    // `Connection` is one of them, so without any there are no named ones either.
+    if !req.headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     // Split the raw bytes: a value with a non-ASCII byte must still have its other tokens honoured.
     let named: Vec<HeaderName> = req
         .headers
@@ -75,26 +81,39 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
 
 fn set_forwarded(req: &mut RequestHeader, client: &ClientInfo) -> pingora_error::Result<()> {
     if let Some(ip) = client.ip {
-        let ip = ip.to_string();
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        let ip = ip_value(ip);
+        let xff = match req.headers.get("x-forwarded-for") {
+            Some(prev) if !prev.as_bytes().trim_ascii().is_empty() => {
+                let mut v = prev.as_bytes().to_vec();
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
+            }
             _ => ip.clone(),
         };
         req.insert_header("x-forwarded-for", xff)?;
         req.insert_header("x-real-ip", ip)?;
     }
-    req.insert_header("x-forwarded-proto", client.proto)?;
-    if !client.host.is_empty() {
-        req.insert_header("x-forwarded-host", client.host)?;
+    req.insert_header("x-forwarded-proto", HeaderValue::from_static(client.proto))?;
+    if let Some(host) = client.host.filter(|h| !h.is_empty()) {
+        req.insert_header("x-forwarded-host", host.clone())?;
         if req.headers.get(header::HOST).is_none() {
-            req.insert_header(header::HOST, client.host)?;
+            req.insert_header(header::HOST, host.clone())?;
         }
     }
     Ok(())
+}
+
+/// The address as a header value, formatted without a temporary `String`.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    // The longest IPv6 text form is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let written = write!(cur, "{ip}").map(|()| cur.position() as usize);
+    written
+        .ok()
+        .and_then(|n| HeaderValue::from_bytes(&buf[..n]).ok())
+        .unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -129,7 +148,7 @@ mod tests {
         let client = ClientInfo {
             ip: Some("192.0.2.7".parse().unwrap()),
             proto: "https",
-            host: "app.test:8080",
+            host: Some(&HeaderValue::from_static("app.test:8080")),
             upgrade: false,
         };
         rewrite_request(&mut req, &client, &route).unwrap();
@@ -156,6 +175,17 @@ mod tests {
             req.headers.get("x").is_none(),
             "a header named by Connection is dropped"
         );
+    }
+
+    #[test]
+    fn client_address_values() {
+        assert_eq!(ip_value("192.0.2.7".parse().unwrap()), "192.0.2.7");
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_value(v6), "2001:db8::1");
+        // The longest text Rust writes for an address: 39 bytes.
+        let full = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        assert_eq!(ip_value(longest.parse().unwrap()), full);
     }
 
     #[test]

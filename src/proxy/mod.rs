@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{HeaderValue, HOST};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -80,18 +80,39 @@ fn head_size(req: &RequestHeader) -> usize {
 }
 
 /// The client's `X-Request-Id` when it is short and printable, else a new random one.
-fn request_id(req: &RequestHeader) -> String {
-    let given = req
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok());
-    match given {
+fn request_id(req: &RequestHeader) -> HeaderValue {
+    match req.headers.get("x-request-id") {
         Some(id)
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+            if !id.is_empty()
+                && id.len() <= 128
+                && id.as_bytes().iter().all(u8::is_ascii_graphic) =>
         {
-            id.to_string()
+            id.clone()
         }
-        _ => format!("{:032x}", rand::random::<u128>()),
+        _ => new_request_id(),
+    }
+}
+
+/// 128 random bits as 32 lowercase hex digits.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u128>();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The Host header, or the :authority of an HTTP/2 request, as a value to forward.
+fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
+    match req.headers.get(HOST) {
+        Some(v) => Some(v.clone()),
+        None => req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     }
 }
 
@@ -116,7 +137,7 @@ impl Proxy {
     ) -> Result<bool> {
         ctx.local_status = Some(status);
         let mut headers = extra.to_vec();
-        headers.push(("x-request-id", ctx.request_id.as_str()));
+        headers.push(("x-request-id", ctx.request_id_str()));
         respond::send(session, status, &headers).await?;
         Ok(true)
     }
@@ -296,9 +317,9 @@ impl Proxy {
         req: &mut RequestHeader,
         route: &Route,
         upgrade: bool,
-        request_id: &str,
+        request_id: &HeaderValue,
     ) -> Result<()> {
-        req.insert_header("x-request-id", request_id)?;
+        req.insert_header("x-request-id", request_id.clone())?;
         if route.strip_prefix {
             let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
             let stripped = route.upstream_path(pq).into_owned();
@@ -307,11 +328,11 @@ impl Proxy {
                 .map_err(|_| respond::http_error(400, "bad path after strip_prefix"))?;
             req.set_uri(uri);
         }
-        let host = request_host(session.req_header()).to_string();
+        let host = host_value(session.req_header());
         let client = ClientInfo {
             ip: client_ip(session),
             proto: self.listener.proto(),
-            host: &host,
+            host: host.as_ref(),
             upgrade,
         };
         headers::rewrite_request(req, &client, route)
@@ -373,7 +394,8 @@ impl ProxyHttp for Proxy {
                 let path = session.req_header().uri.path().to_string();
                 let rel = path.get(route.prefix.len()..).unwrap_or("");
                 let hsts = route.hsts && self.listener == Listener::Https;
-                let status = static_files::serve(session, dir, rel, &ctx.request_id, hsts).await?;
+                let status =
+                    static_files::serve(session, dir, rel, ctx.request_id_str(), hsts).await?;
                 ctx.local_status = Some(status);
                 Ok(true)
             }
@@ -502,7 +524,7 @@ impl ProxyHttp for Proxy {
             b.backend().record_success();
         }
         ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         if self.listener == Listener::Https && ctx.route.as_ref().is_some_and(|r| r.hsts) {
             resp.insert_header("strict-transport-security", static_files::HSTS)?;
         }
@@ -521,7 +543,7 @@ impl ProxyHttp for Proxy {
                 &[]
             };
             let mut headers = extra.to_vec();
-            headers.push(("x-request-id", ctx.request_id.as_str()));
+            headers.push(("x-request-id", ctx.request_id_str()));
             if let Err(we) = respond::send(session, code, &headers).await {
                 tracing::debug!("cannot send the error response: {we}");
             }
@@ -536,5 +558,31 @@ impl ProxyHttp for Proxy {
     /// Metrics and the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         access::record(session, e, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_request_ids_are_32_hex_digits_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_printable_client_request_id_is_kept() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-request-id", "abc-123").unwrap();
+        assert_eq!(request_id(&req), "abc-123");
+        req.insert_header("x-request-id", "has space").unwrap();
+        assert_eq!(request_id(&req).len(), 32);
     }
 }

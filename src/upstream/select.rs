@@ -68,17 +68,28 @@ impl Selector {
                     })
             }
             Balance::IpHash => {
-                let ip = key.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-                rendezvous(backends, ip.as_bytes(), eligible)
+                let (v4, v6);
+                let octets: &[u8] = match key.client_ip {
+                    Some(std::net::IpAddr::V4(ip)) => {
+                        v4 = ip.octets();
+                        &v4
+                    }
+                    Some(std::net::IpAddr::V6(ip)) => {
+                        v6 = ip.octets();
+                        &v6
+                    }
+                    None => &[],
+                };
+                rendezvous(backends, octets, eligible)
             }
             Balance::ConsistentHash => rendezvous(backends, key.uri.as_bytes(), eligible),
             Balance::Random => {
-                let candidates: Vec<usize> = (0..n).filter(|&i| eligible(i)).collect();
-                if candidates.is_empty() {
-                    None
-                } else {
-                    Some(candidates[rand::random_range(0..candidates.len())])
+                let count = (0..n).filter(|&i| eligible(i)).count();
+                if count == 0 {
+                    return None;
                 }
+                let pick = rand::random_range(0..count);
+                (0..n).filter(|&i| eligible(i)).nth(pick)
             }
         }
     }

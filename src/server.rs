@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::l4::stream::L4BufferSettings;
+use pingora_core::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
@@ -26,6 +26,7 @@ use crate::acme::alpn::AlpnResponder;
 use crate::acme::AcmeService;
 use crate::admin::{Admin, AdminService};
 use crate::config::Loaded;
+use crate::h1;
 use crate::metrics;
 use crate::proxy::{Listener, Proxy};
 use crate::reload::{ReloadService, Reloader};
@@ -48,7 +49,7 @@ tokio::task_local! {
 }
 
 struct ConnState {
-    accepted: Instant,
+    accepted: Cell<Instant>,
     requests: Cell<u32>,
     headers_read: Cell<bool>,
 }
@@ -56,11 +57,20 @@ struct ConnState {
 impl ConnState {
     fn new(accepted: Instant) -> ConnState {
         ConnState {
-            accepted,
+            accepted: Cell::new(accepted),
             requests: Cell::new(0),
             headers_read: Cell::new(false),
         }
     }
+}
+
+/// A connection that the fast path hands to pingora starts over: its next request head is the
+/// first one pingora reads, due `header_timeout` from now.
+fn restart_conn() {
+    let _ = CONN.try_with(|c| {
+        c.accepted.set(Instant::now());
+        c.requests.set(0);
+    });
 }
 
 /// Called by the proxy once a request's headers are in: the header deadline no longer applies.
@@ -88,7 +98,7 @@ impl HttpServerApp for Timed {
             let n = c.requests.get();
             c.requests.set(n.saturating_add(1));
             c.headers_read.set(false);
-            (n == 0, c.accepted)
+            (n == 0, c.accepted.get())
         }) else {
             return self.inner.process_new_http(session, shutdown).await;
         };
@@ -133,6 +143,8 @@ struct Edge {
     h1: Arc<Timed>,
     /// Set on the plain listener: the app for connections that start with the h2c preface.
     h2c: Option<Arc<Timed>>,
+    /// Set on the plain listener: our own HTTP/1.1 path, which hands pingora what it does not take.
+    fast: Option<Arc<h1::Engine>>,
     listener: &'static str,
     state: Arc<State>,
     /// Connections open on this listener.
@@ -177,10 +189,13 @@ impl ServerApp for Edge {
         let (stream, app) = match &self.h2c {
             None => (stream, &self.h1),
             Some(h2c) => {
-                let deadline = self.state.runtime().settings.header_timeout;
+                let deadline = self.state.peek().settings.header_timeout;
                 match sniff::sniff(stream, deadline).await {
-                    (Some(s), sniff::Start::H2c) => (s, h2c),
-                    (Some(s), sniff::Start::Http1) => (s, &self.h1),
+                    (Some(s), sniff::Start::H2c) => (s as Stream, h2c),
+                    (Some(s), sniff::Start::Http1) => match &self.fast {
+                        Some(fast) => return self.fast_h1(fast, s, accepted, shutdown).await,
+                        None => (s as Stream, &self.h1),
+                    },
                     _ => return None,
                 }
             }
@@ -194,6 +209,28 @@ impl ServerApp for Edge {
         if let Some(h2c) = &self.h2c {
             h2c.cleanup().await;
         }
+    }
+}
+
+impl Edge {
+    /// Serves a plain HTTP/1 connection on the fast path; what it does not take, pingora does.
+    async fn fast_h1(
+        &self,
+        fast: &h1::Engine,
+        stream: Box<L4Stream>,
+        accepted: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let served = async {
+            match fast.serve(stream, accepted, shutdown).await {
+                h1::Left::Closed => None,
+                h1::Left::Elsewhere(stream) => {
+                    restart_conn();
+                    self.h1.process_new(stream, shutdown).await
+                }
+            }
+        };
+        CONN.scope(ConnState::new(accepted), served).await
     }
 }
 
@@ -306,9 +343,16 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
         })
     };
     let h2c = (listener == Listener::Http).then(|| app(true));
+    let fast = (listener == Listener::Http).then(|| {
+        Arc::new(h1::Engine {
+            state: state.clone(),
+            listener,
+        })
+    });
     let edge = Edge {
         h1: app(false),
         h2c,
+        fast,
         listener: listener.proto(),
         state: state.clone(),
         open: Arc::default(),

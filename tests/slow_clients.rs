@@ -145,31 +145,22 @@ async fn header_timeout_closes_dribbled_headers() {
     assert_eq!(up.requests(), 0);
 }
 
-/// On a reused connection rproxy cannot see when the next request's first byte arrives, so
-/// its head gets `keepalive_timeout` + `header_timeout` in all (1 s + 1 s here).
+/// On a reused connection the next request's head gets `header_timeout` from its first byte
+/// (nginx's `client_header_timeout`), however long `keepalive_timeout` is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_timeout_closes_dribbled_headers_of_a_later_request() {
     let up = Upstream::named("app").await;
     let proxy = Proxy::builder()
         .server("header_timeout: 1s")
-        .server("keepalive_timeout: 1s")
+        .server("keepalive_timeout: 5s")
         .yaml(&pool(&up))
         .start()
         .await;
     let s = after_one_request(&proxy).await;
-    let (closed, got) = dribble(s, b"GET /second HTTP/1.1\r\nHost: x\r\n", DRIP, GIVE_UP).await;
-    let t =
-        closed.unwrap_or_else(|| panic!("dribbled second request: still open after {GIVE_UP:?}"));
-    println!("dribbled headers of a second request: closed after {t:?}");
-    assert!(
-        t >= Duration::from_millis(1700),
-        "closed after {t:?}, before keepalive + header timeouts"
+    assert_cut_off(
+        "dribbled headers of a second request",
+        dribble(s, b"GET /second HTTP/1.1\r\nHost: x\r\n", DRIP, GIVE_UP).await,
     );
-    assert!(
-        t <= Duration::from_millis(3500),
-        "closed after {t:?}, want about 2 s"
-    );
-    assert!(got.is_empty() || raw_status(&got) == 408, "got {got:?}");
     assert_eq!(up.requests(), 1, "only the first request");
 }
 

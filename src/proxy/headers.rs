@@ -47,6 +47,14 @@ pub fn rewrite_request(
     Ok(())
 }
 
+/// Does `route` set a header named `name` (which then replaces the client's)?
+pub fn set_by_route(route: &Route, name: &str) -> bool {
+    route
+        .headers
+        .iter()
+        .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
     // Most requests carry none: one pass over the names instead of a removal per name.

@@ -2,12 +2,12 @@
 //! runtime once, is routed, then either answered locally (redirect, static file, error),
 //! tunnelled (WebSocket), or forwarded to a healthy server of its route's pool.
 
-mod access;
+pub mod access;
 mod ctx;
 pub mod framing;
 pub mod headers;
-mod respond;
-mod static_files;
+pub mod respond;
+pub(crate) mod static_files;
 mod websocket;
 
 use std::net::IpAddr;
@@ -23,7 +23,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::Ctx;
 
-use crate::routing::{Route, Target};
+use crate::routing::{InflightGuard, Route, Target};
 use crate::state::{Runtime, State};
 use crate::upstream::SelectKey;
 use headers::ClientInfo;
@@ -82,27 +82,67 @@ fn head_size(req: &RequestHeader) -> usize {
 /// The client's `X-Request-Id` when it is short and printable, else a new random one.
 fn request_id(req: &RequestHeader) -> HeaderValue {
     match req.headers.get("x-request-id") {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= 128
-                && id.as_bytes().iter().all(u8::is_ascii_graphic) =>
-        {
-            id.clone()
-        }
-        _ => new_request_id(),
+        Some(id) if usable_request_id(id.as_bytes()) => id.clone(),
+        // Hex digits are always a valid header value.
+        _ => HeaderValue::from_bytes(&new_request_id())
+            .unwrap_or_else(|_| HeaderValue::from_static("0")),
     }
 }
 
+/// A client's request id is kept when it is 1 to 128 printable ASCII characters.
+pub(crate) fn usable_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.iter().all(u8::is_ascii_graphic)
+}
+
 /// 128 random bits as 32 lowercase hex digits.
-fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = rand::random::<u128>();
     let mut buf = [0u8; 32];
     for (i, b) in buf.iter_mut().enumerate() {
         *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    buf
+}
+
+/// Why a routed request is refused before it goes anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Over the route's `rate_limit`: 429, retry after this many seconds.
+    RateLimited(u64),
+    /// The route's `max_concurrent` is reached: 503.
+    Busy,
+}
+
+/// Takes an in-flight slot on `route` for a request from `ip`, unless a limit refuses it.
+pub(crate) fn admission(route: &Arc<Route>, ip: Option<IpAddr>) -> Result<InflightGuard, Refusal> {
+    let over = route
+        .rate_limit
+        .as_ref()
+        .zip(ip)
+        .and_then(|(l, ip)| l.check(ip));
+    if let Some(retry_after) = over {
+        return Err(Refusal::RateLimited(retry_after));
+    }
+    route.enter().ok_or_else(|| {
+        tracing::warn!(route = %route.name, "max_concurrent reached");
+        Refusal::Busy
+    })
+}
+
+/// The https port a request on `listener` for `host` and `path` is redirected to, if any.
+pub(crate) fn redirect_port(listener: Listener, rt: &Runtime, host: &str, path: &str) -> Option<u16> {
+    let port = rt.redirect_https?;
+    let applies = listener == Listener::Http
+        && !path.starts_with(ACME_CHALLENGE)
+        && !host.is_empty()
+        && rt.routes.routes_host(host);
+    applies.then_some(port)
+}
+
+/// Is this an ACME HTTP-01 validation that the plain listener answers?
+pub(crate) fn is_acme_challenge(listener: Listener, rt: &Runtime, path: &str) -> bool {
+    listener == Listener::Http && rt.acme.is_some() && path.starts_with(ACME_CHALLENGE)
 }
 
 /// The Host header, or the :authority of an HTTP/2 request, as a value to forward.
@@ -144,14 +184,8 @@ impl Proxy {
 
     /// The 308 to https for a routed host on the plain listener, if it applies.
     fn redirect_target(&self, rt: &Runtime, req: &RequestHeader) -> Option<String> {
-        let port = rt.redirect_https?;
-        if self.listener != Listener::Http || req.uri.path().starts_with(ACME_CHALLENGE) {
-            return None;
-        }
         let host = request_host(req);
-        if host.is_empty() || !rt.routes.routes_host(host) {
-            return None;
-        }
+        let port = redirect_port(self.listener, rt, host, req.uri.path())?;
         let name = crate::routing::strip_port(host);
         let authority = if port == 443 {
             name.to_string()
@@ -168,7 +202,7 @@ impl Proxy {
         let acme = rt
             .acme
             .as_ref()
-            .filter(|_| self.listener == Listener::Http)?;
+            .filter(|_| is_acme_challenge(self.listener, rt, req.uri.path()))?;
         let token = req.uri.path().strip_prefix(ACME_CHALLENGE)?;
         Some(crate::acme::http01_answer(acme, token))
     }
@@ -214,26 +248,22 @@ impl Proxy {
         ctx: &mut Ctx,
         route: &Arc<Route>,
     ) -> Result<Option<bool>> {
-        let over = route
-            .rate_limit
-            .as_ref()
-            .zip(client_ip(session))
-            .and_then(|(l, ip)| l.check(ip));
-        if let Some(retry_after) = over {
-            let retry_after = retry_after.to_string();
-            return self
-                .local(session, ctx, 429, &[("retry-after", &retry_after)])
-                .await
-                .map(Some);
+        match admission(route, client_ip(session)) {
+            Ok(guard) => ctx.inflight = Some(guard),
+            Err(Refusal::RateLimited(retry_after)) => {
+                let retry_after = retry_after.to_string();
+                return self
+                    .local(session, ctx, 429, &[("retry-after", &retry_after)])
+                    .await
+                    .map(Some);
+            }
+            Err(Refusal::Busy) => {
+                return self
+                    .local(session, ctx, 503, &[("retry-after", "1")])
+                    .await
+                    .map(Some);
+            }
         }
-        let Some(guard) = route.enter() else {
-            tracing::warn!(route = %route.name, "max_concurrent reached");
-            return self
-                .local(session, ctx, 503, &[("retry-after", "1")])
-                .await
-                .map(Some);
-        };
-        ctx.inflight = Some(guard);
         if content_length(session.req_header()).is_some_and(|len| len > route.max_body) {
             session.set_keepalive(None);
             return self
@@ -567,14 +597,14 @@ mod tests {
 
     #[test]
     fn new_request_ids_are_32_hex_digits_and_differ() {
-        let a = new_request_id();
+        let a = request_id(&RequestHeader::build("GET", b"/", None).unwrap());
         let b = new_request_id();
         assert_eq!(a.len(), 32);
+        assert_ne!(a.as_bytes(), &b[..]);
         assert!(a
             .as_bytes()
             .iter()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        assert_ne!(a, b);
     }
 
     #[test]

@@ -13,12 +13,21 @@ pub async fn send(
     status: u16,
     extra: &[(&str, &str)],
 ) -> pingora_error::Result<()> {
-    let reason = StatusCode::from_u16(status)
+    let body = Bytes::from(error_text(status));
+    send_body(session, status, "text/plain; charset=utf-8", body, extra).await
+}
+
+/// The reason phrase of `status`, or `""`.
+pub fn reason(status: u16) -> &'static str {
+    StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    let body = Bytes::from(format!("{status} {reason}\n"));
-    send_body(session, status, "text/plain; charset=utf-8", body, extra).await
+        .unwrap_or("")
+}
+
+/// The body of a response rproxy makes itself: `404 Not Found` and a newline.
+pub fn error_text(status: u16) -> String {
+    format!("{status} {}\n", reason(status))
 }
 
 /// Writes a whole response with `body`.

@@ -216,7 +216,12 @@ mod tests {
             b"0\r\n\r\r",
         ] {
             let mut s = ChunkedScanner::default();
-            assert_eq!(s.feed(bad), Err(ChunkError), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                s.feed(bad),
+                Err(ChunkError),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -195,7 +195,13 @@ async fn forward(
         request_id: id,
     };
     conn.out.clear();
-    head::write_upstream_request(&mut conn.out, h, &route.upstream_path(h.target), &client, &route);
+    head::write_upstream_request(
+        &mut conn.out,
+        h,
+        &route.upstream_path(h.target),
+        &client,
+        &route,
+    );
     conn.out.extend_from_slice(body);
     let replayable = rest == 0 && h.is_idempotent();
     let mut retries = pool.peer.retries;
@@ -226,7 +232,12 @@ async fn forward(
             Failure::Reset => (replayable, failure.1),
             _ => (false, false),
         };
-        if !failure.1 && matches!(failure.0, Failure::Connect(_) | Failure::ConnectTimeout | Failure::Reset) {
+        if !failure.1
+            && matches!(
+                failure.0,
+                Failure::Connect(_) | Failure::ConnectTimeout | Failure::Reset
+            )
+        {
             pool.report_failure(&server);
         }
         if failure.1 {
@@ -290,7 +301,10 @@ async fn attempt(
             .map_err(|f| (f, false))?,
     };
     let sent = async {
-        let w = conn.timer.within(peer.write_timeout, up.write_all(&conn.out)).await;
+        let w = conn
+            .timer
+            .within(peer.write_timeout, up.write_all(&conn.out))
+            .await;
         match w {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Failure::Reset),
@@ -299,13 +313,18 @@ async fn attempt(
         if rest > 0 {
             stream_body(conn, &mut up, rest, peer, rec).await?;
         }
+        conn.up_buf.clear();
         read_response_head(conn, &mut up, peer.read_timeout).await
     };
     sent.await.map_err(|f| (f, reused))?;
     Ok(up)
 }
 
-async fn connect(timer: &mut Timer, addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
+async fn connect(
+    timer: &mut Timer,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<TcpStream, Failure> {
     match timer.within(limit, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
@@ -330,14 +349,22 @@ async fn stream_body(
         conn.up_buf.reserve(UP_BUFFER);
         let want = usize::try_from(rest).map_or(UP_BUFFER, |r| r.min(UP_BUFFER));
         let mut chunk = (&mut conn.io).take(want as u64);
-        let n = match conn.timer.within(limit, chunk.read_buf(&mut conn.up_buf)).await {
+        let n = match conn
+            .timer
+            .within(limit, chunk.read_buf(&mut conn.up_buf))
+            .await
+        {
             Ok(Ok(n)) if n > 0 => n,
             Ok(_) => return Err(Failure::Client("closed early")),
             Err(Elapsed) => return Err(Failure::Client("timed out")),
         };
         rest -= n as u64;
         rec.bytes_in += n;
-        match conn.timer.within(peer.write_timeout, up.write_all(&conn.up_buf)).await {
+        match conn
+            .timer
+            .within(peer.write_timeout, up.write_all(&conn.up_buf))
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Failure::Truncated),
             Err(Elapsed) => return Err(Failure::WriteTimeout),
@@ -346,18 +373,21 @@ async fn stream_body(
     Ok(())
 }
 
-/// Reads until `up_buf` holds a complete response head.
+/// Reads until `up_buf` (empty, or holding the start of a head) holds a complete response head.
 async fn read_response_head(
     conn: &mut Conn,
     up: &mut TcpStream,
     limit: Duration,
 ) -> Result<(), Failure> {
-    conn.up_buf.clear();
     loop {
         if conn.up_buf.capacity() - conn.up_buf.len() < 1024 {
             conn.up_buf.reserve(UP_BUFFER);
         }
-        match conn.timer.within(limit, up.read_buf(&mut conn.up_buf)).await {
+        match conn
+            .timer
+            .within(limit, up.read_buf(&mut conn.up_buf))
+            .await
+        {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) if conn.up_buf.is_empty() => return Err(Failure::Reset),
             Ok(_) => return Err(Failure::Truncated),
@@ -423,7 +453,9 @@ impl Relay<'_> {
         while !done {
             conn.up_buf.clear();
             conn.up_buf.reserve(UP_BUFFER);
-            let read = conn.timer.within(self.peer.read_timeout, up.read_buf(&mut conn.up_buf));
+            let read = conn
+                .timer
+                .within(self.peer.read_timeout, up.read_buf(&mut conn.up_buf));
             let n = match read.await {
                 Ok(Ok(n)) if n > 0 => n,
                 Ok(_) if body.framing == Framing::UntilClose => break,
@@ -476,10 +508,12 @@ impl Relay<'_> {
                 let len = resp.len;
                 conn.up_buf.advance(len);
                 if head_end(&conn.up_buf).is_none() {
-                    let mut rest = std::mem::take(&mut conn.up_buf);
-                    read_response_head(conn, up, self.peer.read_timeout).await?;
-                    rest.unsplit(std::mem::take(&mut conn.up_buf));
-                    conn.up_buf = rest;
+                    read_response_head(conn, up, self.peer.read_timeout)
+                        .await
+                        .map_err(|e| match e {
+                            Failure::Reset => Failure::Truncated,
+                            e => e,
+                        })?;
                 }
                 continue;
             }

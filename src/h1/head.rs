@@ -516,7 +516,10 @@ mod tests {
         for (raw, why) in [
             (&b"GET / HTTP/1.0\r\nHost: h\r\n\r\n"[..], "not HTTP/1.1"),
             (b"GET / HTTP/1.1\r\n\r\n", "no single Host"),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "no single Host"),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                "no single Host",
+            ),
             (
                 b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
                 "Transfer-Encoding",
@@ -529,9 +532,18 @@ mod tests {
                 b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n",
                 "malformed Content-Length",
             ),
-            (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n", "Upgrade"),
-            (b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", "not an origin-form target"),
-            (b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", "unparsable head"),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+                "Upgrade",
+            ),
+            (
+                b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+                "not an origin-form target",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+                "unparsable head",
+            ),
         ] {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match parse_request(raw, &mut storage) {

@@ -145,7 +145,8 @@ impl Engine {
                 return next;
             }
         }
-        let whole = match head::parse_request(buf, &mut [httparse::EMPTY_HEADER; head::MAX_HEADERS]) {
+        let whole = match head::parse_request(buf, &mut [httparse::EMPTY_HEADER; head::MAX_HEADERS])
+        {
             Parsed::Complete(h) => h.len + h.content_length as usize,
             _ => return Next::Elsewhere,
         };
@@ -169,7 +170,8 @@ impl Engine {
         h: &RequestHead<'_, '_>,
         buf: &[u8],
     ) -> (Next, usize) {
-        let body_here = (buf.len() - h.len).min(usize::try_from(h.content_length).unwrap_or(usize::MAX));
+        let body_here =
+            (buf.len() - h.len).min(usize::try_from(h.content_length).unwrap_or(usize::MAX));
         let body = &buf[h.len..h.len + body_here];
         let rest = h.content_length - body_here as u64;
         match self.plan(h, conn.ip) {

@@ -22,12 +22,20 @@ impl Timer {
     }
 
     /// Runs `fut`; gives up `limit` after it first has to wait.
-    pub async fn within<F: Future>(&mut self, limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    pub async fn within<F: Future>(
+        &mut self,
+        limit: Duration,
+        fut: F,
+    ) -> Result<F::Output, Elapsed> {
         self.run(fut, || Instant::now() + limit).await
     }
 
     /// Runs `fut`; gives up at `deadline`.
-    pub async fn until<F: Future>(&mut self, deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
+    pub async fn until<F: Future>(
+        &mut self,
+        deadline: Instant,
+        fut: F,
+    ) -> Result<F::Output, Elapsed> {
         self.run(fut, || deadline).await
     }
 
@@ -61,7 +69,10 @@ mod tests {
         let mut t = Timer::new();
         assert_eq!(t.within(Duration::ZERO, async { 7 }).await, Ok(7));
         let never = std::future::pending::<()>();
-        assert_eq!(t.within(Duration::from_millis(20), never).await, Err(Elapsed));
+        assert_eq!(
+            t.within(Duration::from_millis(20), never).await,
+            Err(Elapsed)
+        );
         // The same timer serves the next wait.
         let soon = tokio::time::sleep(Duration::from_millis(5));
         assert_eq!(t.within(Duration::from_secs(5), soon).await, Ok(()));

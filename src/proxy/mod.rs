@@ -131,7 +131,12 @@ pub(crate) fn admission(route: &Arc<Route>, ip: Option<IpAddr>) -> Result<Inflig
 }
 
 /// The https port a request on `listener` for `host` and `path` is redirected to, if any.
-pub(crate) fn redirect_port(listener: Listener, rt: &Runtime, host: &str, path: &str) -> Option<u16> {
+pub(crate) fn redirect_port(
+    listener: Listener,
+    rt: &Runtime,
+    host: &str,
+    path: &str,
+) -> Option<u16> {
     let port = rt.redirect_https?;
     let applies = listener == Listener::Http
         && !path.starts_with(ACME_CHALLENGE)

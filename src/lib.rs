@@ -6,7 +6,7 @@
 pub mod acme;
 pub mod admin;
 pub mod config;
-pub mod h1;
+pub mod fast;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

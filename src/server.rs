@@ -26,7 +26,7 @@ use crate::acme::alpn::AlpnResponder;
 use crate::acme::AcmeService;
 use crate::admin::{Admin, AdminService};
 use crate::config::Loaded;
-use crate::h1;
+use crate::fast;
 use crate::metrics;
 use crate::proxy::{Listener, Proxy};
 use crate::reload::{ReloadService, Reloader};
@@ -81,6 +81,8 @@ pub fn headers_received() {
 /// Applies `server.header_timeout` as a deadline for a connection's first request head.
 struct Timed {
     inner: Arc<HttpProxy<Proxy>>,
+    /// Our own path, tried first for HTTP/2 streams.
+    fast: Arc<fast::Engine>,
     state: Arc<State>,
     options: HttpServerOptions,
 }
@@ -100,6 +102,7 @@ impl HttpServerApp for Timed {
             c.headers_read.set(false);
             (n == 0, c.accepted.get())
         }) else {
+            let session = self.fast.serve_h2(session).await?;
             return self.inner.process_new_http(session, shutdown).await;
         };
         let rt = self.state.peek();
@@ -144,7 +147,7 @@ struct Edge {
     /// Set on the plain listener: the app for connections that start with the h2c preface.
     h2c: Option<Arc<Timed>>,
     /// Set on the plain listener: our own HTTP/1.1 path, which hands pingora what it does not take.
-    fast: Option<Arc<h1::Engine>>,
+    fast: Option<Arc<fast::Engine>>,
     listener: &'static str,
     state: Arc<State>,
     /// Connections open on this listener.
@@ -216,15 +219,15 @@ impl Edge {
     /// Serves a plain HTTP/1 connection on the fast path; what it does not take, pingora does.
     async fn fast_h1(
         &self,
-        fast: &h1::Engine,
+        fast: &fast::Engine,
         stream: Box<L4Stream>,
         accepted: Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let served = async {
             match fast.serve(stream, accepted, shutdown).await {
-                h1::Left::Closed => None,
-                h1::Left::Elsewhere(stream) => {
+                fast::Left::Closed => None,
+                fast::Left::Elsewhere(stream) => {
                     restart_conn();
                     self.h1.process_new(stream, shutdown).await
                 }
@@ -328,6 +331,10 @@ pub fn build_server(
 }
 
 fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener) -> Service<Edge> {
+    let engine = Arc::new(fast::Engine {
+        state: state.clone(),
+        listener,
+    });
     let app = |h2c: bool| {
         let proxy = Proxy {
             listener,
@@ -338,17 +345,13 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
         options.h2_idle_timeout = Some(state.runtime().settings.keepalive_timeout);
         Arc::new(Timed {
             inner: Arc::new(pingora_proxy::http_proxy(conf, proxy)),
+            fast: engine.clone(),
             state: state.clone(),
             options,
         })
     };
     let h2c = (listener == Listener::Http).then(|| app(true));
-    let fast = (listener == Listener::Http).then(|| {
-        Arc::new(h1::Engine {
-            state: state.clone(),
-            listener,
-        })
-    });
+    let fast = (listener == Listener::Http).then(|| engine.clone());
     let edge = Edge {
         h1: app(false),
         h2c,

@@ -50,10 +50,20 @@ impl ChunkedScanner {
     /// Consumes the start of `buf`: returns how many of its bytes belong to the body (all of
     /// them until the last chunk and trailers end, then the count up to that end).
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        self.feed_data(buf, |_| {})
+    }
+
+    /// As `feed`, and hands each run of chunk data (the body without its framing) to `on_data`.
+    pub fn feed_data<'b>(
+        &mut self,
+        buf: &'b [u8],
+        mut on_data: impl FnMut(&'b [u8]),
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < buf.len() && self.state != State::Done {
             if self.state == State::Data {
                 let take = (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                on_data(&buf[i..i + take]);
                 i += take;
                 self.size -= take as u64;
                 if self.size == 0 {
@@ -147,6 +157,26 @@ impl Progress {
         }
     }
 
+    /// As `feed`, and hands the body's content (chunked framing removed) to `on_data`.
+    pub fn feed_data<'b>(
+        &mut self,
+        buf: &'b [u8],
+        mut on_data: impl FnMut(&'b [u8]),
+    ) -> Result<usize, ChunkError> {
+        if self.framing == Framing::Chunked {
+            return self.chunks.feed_data(buf, on_data);
+        }
+        let used = self.feed(buf)?;
+        if used > 0 {
+            on_data(&buf[..used]);
+        }
+        Ok(used)
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        self.framing == Framing::Chunked
+    }
+
     /// The whole body has passed (a close-delimited one only ends with the connection).
     pub fn is_done(&self) -> bool {
         match self.framing {
@@ -175,6 +205,21 @@ mod tests {
         assert_eq!(scan_whole(body), Ok(body.len() - 4));
         let trailers = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B: 2\r\n\r\n";
         assert_eq!(scan_whole(trailers), Ok(trailers.len()));
+    }
+
+    #[test]
+    fn chunk_data_is_handed_over_without_framing() {
+        let body = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: 1\r\n\r\n";
+        for split in 0..body.len() {
+            let mut s = ChunkedScanner::default();
+            let mut data = Vec::new();
+            let (a, b) = body.split_at(split);
+            let used = s.feed_data(a, |d| data.extend_from_slice(d)).unwrap()
+                + s.feed_data(b, |d| data.extend_from_slice(d)).unwrap();
+            assert_eq!(used, body.len());
+            assert!(s.is_done());
+            assert_eq!(data, b"hello world", "split at {split}");
+        }
     }
 
     #[test]

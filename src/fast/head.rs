@@ -30,6 +30,7 @@ enum Kind {
     RequestId,
     Date,
     Hsts,
+    Cookie,
     Other,
 }
 
@@ -40,6 +41,7 @@ fn kind(name: &str) -> Kind {
         4 if is("host") => Kind::Host,
         4 if is("date") => Kind::Date,
         6 if is("expect") => Kind::Expect,
+        6 if is("cookie") => Kind::Cookie,
         7 if is("upgrade") => Kind::Upgrade,
         7 if is("trailer") => Kind::Hop,
         9 if is("x-real-ip") => Kind::Forwarded,
@@ -69,27 +71,36 @@ pub enum Parsed<T> {
     Complete(T),
 }
 
+/// Where a request's header lines come from.
+#[derive(Debug, Clone, Copy)]
+enum Lines<'a> {
+    /// Parsed by us from an HTTP/1.1 head; `true` when `Connection` names more headers to drop.
+    Raw(&'a [Header<'a>], bool),
+    /// Parsed by pingora (HTTP/2): lowercase names, no connection-specific headers.
+    Map(&'a http::HeaderMap),
+}
+
 /// A client request the fast path can forward as it is.
 #[derive(Debug)]
-pub struct RequestHead<'b, 'h> {
+pub struct Request<'a> {
+    /// The head's size as sent (checked against `max_header_size`).
     pub len: usize,
-    pub method: &'b str,
+    pub method: &'a str,
     /// Origin-form target: path and query.
-    pub target: &'b str,
-    pub host: &'b str,
+    pub target: &'a str,
+    pub host: &'a str,
     pub content_length: u64,
     /// The client asked to close after this exchange.
     pub close: bool,
-    pub request_id: Option<&'b [u8]>,
-    headers: &'h [Header<'b>],
-    /// Connection tokens other than close / keep-alive: more headers to drop.
-    named_by_connection: bool,
+    pub request_id: Option<&'a [u8]>,
+    lines: Lines<'a>,
 }
 
-impl RequestHead<'_, '_> {
+impl<'a> Request<'a> {
     /// The path without the query.
-    pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+    pub fn path(&self) -> &'a str {
+        let t = self.target;
+        t.find('?').map_or(t, |q| &t[..q])
     }
 
     pub fn is_idempotent(&self) -> bool {
@@ -102,13 +113,26 @@ impl RequestHead<'_, '_> {
     pub fn is_head(&self) -> bool {
         self.method == "HEAD"
     }
+
+    /// Every header line, in order.
+    fn each(&self, mut f: impl FnMut(&'a str, &'a [u8])) {
+        match self.lines {
+            Lines::Raw(headers, _) => headers.iter().for_each(|h| f(h.name, h.value)),
+            Lines::Map(map) => map.iter().for_each(|(n, v)| f(n.as_str(), v.as_bytes())),
+        }
+    }
+
+    /// Is `name` one of the tokens of the request's `Connection` headers?
+    fn named_by_connection(&self, name: &str) -> bool {
+        match self.lines {
+            Lines::Raw(headers, true) => named_in_connection(headers, name),
+            _ => false,
+        }
+    }
 }
 
 /// Parses a request head at the start of `buf`.
-pub fn parse_request<'b, 'h>(
-    buf: &'b [u8],
-    storage: &'h mut [Header<'b>],
-) -> Parsed<RequestHead<'b, 'h>> {
+pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut [Header<'b>]) -> Parsed<Request<'b>> {
     let mut req = httparse::Request::new(storage);
     let len = match req.parse(buf) {
         Ok(Status::Complete(len)) => len,
@@ -121,8 +145,8 @@ pub fn parse_request<'b, 'h>(
     if !target.starts_with('/') {
         return Parsed::Elsewhere("not an origin-form target");
     }
-    let headers: &'h [Header<'b>] = req.headers;
-    let mut head = RequestHead {
+    let headers: &'b [Header<'b>] = req.headers;
+    let mut head = Request {
         len,
         method,
         target,
@@ -130,10 +154,10 @@ pub fn parse_request<'b, 'h>(
         content_length: 0,
         close: false,
         request_id: None,
-        headers,
-        named_by_connection: false,
+        lines: Lines::Raw(headers, false),
     };
     let mut hosts = 0;
+    let mut named = false;
     let mut length: Option<&[u8]> = None;
     for h in headers {
         match kind(h.name) {
@@ -157,7 +181,7 @@ pub fn parse_request<'b, 'h>(
                     if token.eq_ignore_ascii_case(b"close") {
                         head.close = true;
                     } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                        head.named_by_connection = true;
+                        named = true;
                     }
                 }
             }
@@ -174,7 +198,39 @@ pub fn parse_request<'b, 'h>(
             None => return Parsed::Elsewhere("malformed Content-Length"),
         }
     }
+    head.lines = Lines::Raw(headers, named);
     Parsed::Complete(head)
+}
+
+/// Takes an HTTP/2 request that pingora parsed; `None` when it is not for the fast path.
+pub fn from_pingora<'a>(
+    req: &'a pingora_http::RequestHeader,
+    host: &'a str,
+) -> Option<Request<'a>> {
+    let target = req.uri.path_and_query()?.as_str();
+    if !target.starts_with('/') || host.is_empty() || req.method == http::Method::CONNECT {
+        return None;
+    }
+    let content_length = match req.headers.get(http::header::CONTENT_LENGTH) {
+        Some(v) => parse_length(v.as_bytes())?,
+        None => 0,
+    };
+    let len = target.len()
+        + req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    Some(Request {
+        len,
+        method: req.method.as_str(),
+        target,
+        host,
+        content_length,
+        close: false,
+        request_id: req.headers.get("x-request-id").map(|v| v.as_bytes()),
+        lines: Lines::Map(&req.headers),
+    })
 }
 
 fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -202,38 +258,61 @@ pub struct Client<'a> {
 }
 
 /// Writes the request head for the upstream: the client's headers minus hop-by-hop ones (and
-/// those its `Connection` names), then X-Forwarded-*, X-Real-IP, X-Request-Id and the route's
-/// headers, which replace any the client sent.
+/// those its `Connection` names), a Host when the client sent only `:authority`, then
+/// X-Forwarded-*, X-Real-IP, X-Request-Id and the route's headers, which replace any the client
+/// sent. Several Cookie lines (as HTTP/2 clients send them) become one (RFC 9113 8.2.3).
 pub fn write_upstream_request(
     out: &mut Vec<u8>,
-    head: &RequestHead,
+    req: &Request,
     target: &str,
     client: &Client,
     route: &Route,
 ) {
-    out.extend_from_slice(head.method.as_bytes());
+    out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // The client's X-Forwarded-For lines, joined in order before the client's address.
     let mut xff: Vec<&[u8]> = Vec::new();
-    for h in head.headers {
-        let keep = match kind(h.name) {
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    let mut has_host = false;
+    req.each(|name, value| {
+        let keep = match kind(name) {
             Kind::Hop | Kind::Connection | Kind::Upgrade | Kind::Forwarded | Kind::RequestId => {
                 false
             }
             Kind::XForwardedFor => {
-                let v = h.value.trim_ascii();
+                let v = value.trim_ascii();
                 if !v.is_empty() {
                     xff.push(v);
                 }
                 false
             }
-            _ => !(head.named_by_connection && named_in_connection(head.headers, h.name)),
+            Kind::Cookie => {
+                cookies.push(value);
+                false
+            }
+            Kind::Host => {
+                has_host = true;
+                true
+            }
+            _ => !req.named_by_connection(name),
         };
-        if keep && !headers::set_by_route(route, h.name) {
-            line(out, h.name.as_bytes(), h.value);
+        if keep && !headers::set_by_route(route, name) {
+            line(out, name.as_bytes(), value);
         }
+    });
+    if !has_host {
+        line(out, b"host", req.host.as_bytes());
+    }
+    if let Some((first, more)) = cookies.split_first() {
+        out.extend_from_slice(b"cookie: ");
+        out.extend_from_slice(first);
+        for c in more {
+            out.extend_from_slice(b"; ");
+            out.extend_from_slice(c);
+        }
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for v in xff {
@@ -248,7 +327,7 @@ pub fn write_upstream_request(
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
     out.extend_from_slice(client.proto.as_bytes());
     out.extend_from_slice(b"\r\n");
-    line(out, b"x-forwarded-host", head.host.as_bytes());
+    line(out, b"x-forwarded-host", req.host.as_bytes());
     line(out, b"x-request-id", client.request_id);
     for (name, value) in &route.headers {
         line(out, name.as_str().as_bytes(), value.as_bytes());
@@ -394,36 +473,47 @@ pub struct Added<'a> {
     pub date: &'a [u8],
 }
 
-/// Writes the response head for the client: the upstream's status and headers minus hop-by-hop
-/// ones, then Date, Connection, X-Request-Id and (on https routes that ask) HSTS.
+impl<'b> ResponseHead<'b, '_> {
+    /// The upstream's headers to pass on: all but hop-by-hop ones (and those its `Connection`
+    /// names), Date and X-Request-Id (rproxy sets them), a Content-Length beside a
+    /// Transfer-Encoding, and HSTS when rproxy sets it.
+    pub fn each_kept(&self, hsts: bool, mut f: impl FnMut(&'b str, &'b [u8])) {
+        for h in self.headers {
+            let keep = match kind(h.name) {
+                Kind::Hop | Kind::Connection | Kind::Upgrade | Kind::Date | Kind::RequestId => {
+                    false
+                }
+                Kind::ContentLength => !self.has_te,
+                Kind::Hsts => !hsts,
+                _ => !(self.named_by_connection && named_in_connection(self.headers, h.name)),
+            };
+            if keep {
+                f(h.name, h.value);
+            }
+        }
+    }
+}
+
+/// Writes the response head for the client: the upstream's status and kept headers, then Date,
+/// Connection, X-Request-Id and (on https routes that ask) HSTS.
 pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Added) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let _ = write!(out, "{} ", resp.code);
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in resp.headers {
-        let keep = match kind(h.name) {
-            Kind::Hop | Kind::Connection | Kind::Upgrade | Kind::Date | Kind::RequestId => false,
-            Kind::ContentLength => !resp.has_te,
-            Kind::Hsts => added.hsts.is_none(),
-            _ => !(resp.named_by_connection && named_in_connection(resp.headers, h.name)),
-        };
-        if keep {
-            line(out, h.name.as_bytes(), h.value);
-        }
-    }
-    if resp.code >= 200 {
-        line(out, b"date", added.date);
-        let connection: &[u8] = if added.keep_alive {
-            b"keep-alive"
-        } else {
-            b"close"
-        };
-        line(out, b"connection", connection);
-        line(out, b"x-request-id", added.request_id);
-        if let Some(hsts) = added.hsts {
-            line(out, b"strict-transport-security", hsts.as_bytes());
-        }
+    resp.each_kept(added.hsts.is_some(), |name, value| {
+        line(out, name.as_bytes(), value)
+    });
+    line(out, b"date", added.date);
+    let connection: &[u8] = if added.keep_alive {
+        b"keep-alive"
+    } else {
+        b"close"
+    };
+    line(out, b"connection", connection);
+    line(out, b"x-request-id", added.request_id);
+    if let Some(hsts) = added.hsts {
+        line(out, b"strict-transport-security", hsts.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -460,6 +550,22 @@ pub fn write_local_response(
     }
 }
 
+/// The length of the head at the start of `buf` (through its empty line), once it is all there.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i;
+        match buf.get(at + 1..at + 3) {
+            Some([b'\n', _]) => return Some(at + 2),
+            Some([b'\r', b'\n']) => return Some(at + 3),
+            None if buf.get(at + 1) == Some(&b'\n') => return Some(at + 2),
+            _ => {}
+        }
+        from = at + 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,6 +590,14 @@ mod tests {
         let mut out = Vec::new();
         write_upstream_request(&mut out, &head, head.target, &client, &route);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
     }
 
     #[test]

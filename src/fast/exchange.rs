@@ -1,0 +1,589 @@
+//! One request on the fast path, from its plan to its log line, whichever protocol the client
+//! speaks (`Downstream`): refusals answered locally, upstream attempts (a pooled or new
+//! connection, retries as on pingora's path), the response head rewritten, the body relayed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::body::{ChunkError, Framing, Progress};
+use super::head::{self, Added, BadResponse, Client, Request, ResponseHead};
+use super::timer::{Elapsed, Timer};
+use super::{pool, Engine, Forward, Plan};
+use crate::proxy::access::{self, Entry};
+use crate::proxy::{self, Listener, Refusal};
+use crate::routing::Route;
+use crate::upstream::{Backend, PeerSettings, SelectKey};
+
+/// The longest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 << 10;
+/// The upstream read buffer's size.
+const UP_BUFFER: usize = 16 << 10;
+
+/// The client side of an exchange: where the answer goes, in its protocol.
+pub(super) trait Downstream {
+    /// Chunked bodies are passed on decoded (HTTP/2) instead of as they are (HTTP/1.1).
+    const DECODES: bool;
+    fn ip(&self) -> IpAddr;
+    /// The server is shutting down: do not keep the connection.
+    fn draining(&self) -> bool;
+    /// Writes a whole response rproxy makes itself; false when the client is gone.
+    async fn local(
+        &mut self,
+        status: u16,
+        extra: &[(&str, &str)],
+        added: &Added<'_>,
+        head_only: bool,
+    ) -> bool;
+    /// Writes the response head and the body bytes that came with it; `end`: nothing follows.
+    async fn head(
+        &mut self,
+        resp: &ResponseHead<'_, '_>,
+        added: &Added<'_>,
+        first: &[u8],
+        end: bool,
+    ) -> bool;
+    async fn body(&mut self, data: &[u8], end: bool) -> bool;
+    /// Reads up to `max` more request body bytes into `buf`.
+    async fn read_body(&mut self, buf: &mut BytesMut, max: usize) -> Result<usize, Failure>;
+}
+
+/// The upstream side of a client connection or stream, kept across its requests.
+pub(super) struct UpSide {
+    /// Bytes read from the upstream.
+    buf: BytesMut,
+    /// The request head (and pre-read body) sent upstream.
+    out: Vec<u8>,
+    timer: Timer,
+    /// A decoded chunked body part (for clients that take bodies decoded).
+    decoded: Vec<u8>,
+}
+
+impl UpSide {
+    pub fn new() -> UpSide {
+        UpSide {
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            timer: Timer::new(),
+            decoded: Vec::new(),
+        }
+    }
+}
+
+/// What to do with the client connection after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Why an exchange did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("upstream closed or reset before responding")]
+    Reset,
+    #[error("upstream read timed out")]
+    Timeout,
+    #[error("upstream write timed out")]
+    WriteTimeout,
+    #[error("bad upstream response: {0}")]
+    Bad(#[from] BadResponse),
+    #[error("upstream response body: {0}")]
+    Chunks(#[from] ChunkError),
+    #[error("upstream ended the response early")]
+    Truncated,
+    #[error("client request body: {0}")]
+    Client(&'static str),
+}
+
+impl Failure {
+    /// The status the client gets when nothing has been sent to it yet; 0 = none.
+    fn status(&self) -> u16 {
+        match self {
+            Failure::ConnectTimeout | Failure::Timeout | Failure::WriteTimeout => 504,
+            Failure::Client("timed out") => 408,
+            Failure::Client(_) => 0,
+            _ => 502,
+        }
+    }
+}
+
+/// What the log line and metrics of a request say.
+#[derive(Default)]
+struct Record {
+    status: u16,
+    upstream_status: Option<u16>,
+    server: Option<Arc<Backend>>,
+    bytes_in: usize,
+    bytes_out: usize,
+    upstream_time: Option<Duration>,
+    error: Option<Failure>,
+}
+
+/// Answers the planned request `req` (with `body` read and `rest` bytes of it still to come)
+/// and writes its log line.
+pub(super) async fn run<D: Downstream>(
+    engine: &Engine,
+    d: &mut D,
+    up: &mut UpSide,
+    req: &Request<'_>,
+    body: &[u8],
+    rest: u64,
+    plan: Plan,
+) -> Next {
+    let start = std::time::Instant::now();
+    let generated;
+    let id: &[u8] = match req.request_id {
+        Some(id) if proxy::usable_request_id(id) => id,
+        _ => {
+            generated = proxy::new_request_id();
+            &generated
+        }
+    };
+    let mut rec = Record {
+        bytes_in: body.len(),
+        ..Record::default()
+    };
+    // Refusals keep the connection when the whole body was read.
+    let keep = !req.close && rest == 0;
+    let (route, pool, next) = match plan {
+        Plan::Refuse(route, pool, Refusal::RateLimited(after)) => {
+            let after = after.to_string();
+            let extra = [("retry-after", after.as_str())];
+            let next = local(d, req, &mut rec, 429, &extra, keep, id).await;
+            (route, pool, next)
+        }
+        Plan::Refuse(route, pool, Refusal::Busy) | Plan::NoServer(route, pool) => {
+            let next = local(d, req, &mut rec, 503, RETRY, keep, id).await;
+            (route, pool, next)
+        }
+        Plan::Forward(fwd) => {
+            let (route, pool) = (fwd.route.clone(), fwd.pool.clone());
+            let next = forward(engine, d, up, req, body, rest, fwd, id, &mut rec).await;
+            (route, pool, next)
+        }
+    };
+    let error = rec.error.as_ref().map(|e| e as &dyn std::fmt::Display);
+    access::log(&Entry {
+        client: Some(d.ip()),
+        method: req.method,
+        host: req.host,
+        path: req.path(),
+        status: rec.status,
+        route: &route.name,
+        upstream: &pool.name,
+        server: rec.server.as_ref().map(|b| b.label.as_str()),
+        upstream_status: rec.upstream_status,
+        bytes_in: rec.bytes_in,
+        bytes_out: rec.bytes_out,
+        upstream_time: rec.upstream_time,
+        elapsed: start.elapsed(),
+        request_id: std::str::from_utf8(id).unwrap_or(""),
+        error,
+    });
+    next
+}
+
+const RETRY: &[(&str, &str)] = &[("retry-after", "1")];
+
+/// Writes a response rproxy makes itself.
+async fn local<D: Downstream>(
+    d: &mut D,
+    req: &Request<'_>,
+    rec: &mut Record,
+    status: u16,
+    extra: &[(&str, &str)],
+    keep: bool,
+    id: &[u8],
+) -> Next {
+    let keep = keep && !d.draining();
+    let date = pingora_core::protocols::http::date::get_cached_date();
+    let added = Added {
+        keep_alive: keep,
+        request_id: id,
+        hsts: None,
+        date: date.as_bytes(),
+    };
+    rec.status = status;
+    let written = d.local(status, extra, &added, req.is_head()).await;
+    if keep && written {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// Sends the request upstream (retrying as configured) and relays the response.
+#[allow(clippy::too_many_arguments)]
+async fn forward<D: Downstream>(
+    engine: &Engine,
+    d: &mut D,
+    up: &mut UpSide,
+    req: &Request<'_>,
+    body: &[u8],
+    rest: u64,
+    fwd: Forward,
+    id: &[u8],
+    rec: &mut Record,
+) -> Next {
+    let Forward {
+        rt,
+        route,
+        pool,
+        mut backend,
+        _inflight,
+    } = fwd;
+    let client = Client {
+        ip: d.ip(),
+        proto: engine.listener.proto(),
+        request_id: id,
+    };
+    up.out.clear();
+    let target = route.upstream_path(req.target);
+    head::write_upstream_request(&mut up.out, req, &target, &client, &route);
+    up.out.extend_from_slice(body);
+    let replayable = rest == 0 && req.is_idempotent();
+    let mut retries = pool.peer.retries;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut fresh = false;
+    loop {
+        let server = backend.backend().clone();
+        rec.server = Some(server.clone());
+        let started = std::time::Instant::now();
+        let (failure, reused) =
+            match attempt(d, up, server.addr, &pool.peer, fresh, rest, rec).await {
+                Ok(stream) => {
+                    rec.upstream_time = Some(started.elapsed());
+                    server.record_success();
+                    let relay = Relay {
+                        listener: engine.listener,
+                        route: &route,
+                        peer: &pool.peer,
+                        addr: server.addr,
+                        id,
+                    };
+                    drop(rt);
+                    return relay.run(d, up, req, stream, rec).await;
+                }
+                Err(f) => f,
+            };
+        let gone = matches!(failure, Failure::Connect(_) | Failure::ConnectTimeout);
+        let again = gone || (replayable && matches!(failure, Failure::Reset));
+        if !reused && (gone || matches!(failure, Failure::Reset)) {
+            pool.report_failure(&server);
+        }
+        if reused {
+            tracing::debug!(upstream = %pool.name, server = %server.label, "reused connection: {failure}");
+        } else {
+            tracing::warn!(upstream = %pool.name, server = %server.label, "{failure}");
+        }
+        if !again || retries == 0 {
+            return fail(d, req, rec, failure, id).await;
+        }
+        retries -= 1;
+        // A stale pooled connection: the same server again, on a new connection.
+        fresh = reused;
+        if !reused {
+            tried.push(server.addr);
+            let key = SelectKey {
+                client_ip: Some(d.ip()),
+                uri: req.target,
+            };
+            match pool.select(&key, &tried) {
+                Some(next) => backend = next.begin(),
+                None => return fail(d, req, rec, failure, id).await,
+            }
+        }
+    }
+}
+
+/// Answers a failed exchange (nothing has reached the client yet) and closes.
+async fn fail<D: Downstream>(
+    d: &mut D,
+    req: &Request<'_>,
+    rec: &mut Record,
+    failure: Failure,
+    id: &[u8],
+) -> Next {
+    let status = failure.status();
+    rec.error = Some(failure);
+    if status != 0 {
+        local(d, req, rec, status, &[], false, id).await;
+    }
+    Next::Close
+}
+
+/// One try on one server: connect (or reuse), send, read the response head into `up.buf`.
+/// The error says whether the connection was a reused one.
+async fn attempt<D: Downstream>(
+    d: &mut D,
+    up: &mut UpSide,
+    addr: SocketAddr,
+    peer: &PeerSettings,
+    fresh: bool,
+    rest: u64,
+    rec: &mut Record,
+) -> Result<TcpStream, (Failure, bool)> {
+    let pooled = if fresh { None } else { pool::take(addr) };
+    let reused = pooled.is_some();
+    let mut stream = match pooled {
+        Some(s) => s,
+        None => connect(&mut up.timer, addr, peer.connect_timeout)
+            .await
+            .map_err(|f| (f, false))?,
+    };
+    let sent = async {
+        match up
+            .timer
+            .within(peer.write_timeout, stream.write_all(&up.out))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Failure::Reset),
+            Err(Elapsed) => return Err(Failure::WriteTimeout),
+        }
+        if rest > 0 {
+            stream_body(d, up, &mut stream, rest, peer, rec).await?;
+        }
+        up.buf.clear();
+        read_response_head(up, &mut stream, peer.read_timeout).await
+    };
+    sent.await.map_err(|f| (f, reused))?;
+    Ok(stream)
+}
+
+async fn connect(
+    timer: &mut Timer,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<TcpStream, Failure> {
+    match timer.within(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(Failure::Connect(e)),
+        Err(Elapsed) => Err(Failure::ConnectTimeout),
+    }
+}
+
+/// Copies the rest of a large request body from the client to the upstream.
+async fn stream_body<D: Downstream>(
+    d: &mut D,
+    up: &mut UpSide,
+    stream: &mut TcpStream,
+    mut rest: u64,
+    peer: &PeerSettings,
+    rec: &mut Record,
+) -> Result<(), Failure> {
+    while rest > 0 {
+        up.buf.clear();
+        up.buf.reserve(UP_BUFFER);
+        let want = usize::try_from(rest).map_or(UP_BUFFER, |r| r.min(UP_BUFFER));
+        let n = d.read_body(&mut up.buf, want).await?;
+        rest -= n as u64;
+        rec.bytes_in += n;
+        match up
+            .timer
+            .within(peer.write_timeout, stream.write_all(&up.buf))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Failure::Truncated),
+            Err(Elapsed) => return Err(Failure::WriteTimeout),
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `up.buf` (empty, or holding the start of a head) holds a complete response head.
+async fn read_response_head(
+    up: &mut UpSide,
+    stream: &mut TcpStream,
+    limit: Duration,
+) -> Result<(), Failure> {
+    loop {
+        if up.buf.capacity() - up.buf.len() < 1024 {
+            up.buf.reserve(UP_BUFFER);
+        }
+        match up.timer.within(limit, stream.read_buf(&mut up.buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) if up.buf.is_empty() => return Err(Failure::Reset),
+            Ok(_) => return Err(Failure::Truncated),
+            Err(Elapsed) => return Err(Failure::Timeout),
+        }
+        if head::head_end(&up.buf).is_some() {
+            return Ok(());
+        }
+        if up.buf.len() > MAX_RESPONSE_HEAD {
+            return Err(Failure::Bad(BadResponse::Unparsable));
+        }
+    }
+}
+
+/// The body bytes at the start of `buf` and what to pass on of them: as they are, or decoded
+/// from chunked framing into `decoded`.
+fn body_part<'b>(
+    progress: &mut Progress,
+    buf: &'b [u8],
+    decode: bool,
+    decoded: &'b mut Vec<u8>,
+) -> Result<(usize, &'b [u8]), ChunkError> {
+    if !decode || !progress.is_chunked() {
+        let used = progress.feed(buf)?;
+        return Ok((used, &buf[..used]));
+    }
+    decoded.clear();
+    let used = progress.feed_data(buf, |data| decoded.extend_from_slice(data))?;
+    Ok((used, decoded))
+}
+
+/// Passes one upstream response on to the client.
+struct Relay<'a> {
+    listener: Listener,
+    route: &'a Route,
+    peer: &'a PeerSettings,
+    addr: SocketAddr,
+    id: &'a [u8],
+}
+
+/// A response whose head has been passed on.
+struct Started {
+    framing: Framing,
+    progress: Progress,
+    /// The upstream said it closes after this response.
+    upstream_close: bool,
+    keep: bool,
+    /// No byte after the message end came with the head.
+    clean: bool,
+}
+
+impl Relay<'_> {
+    async fn run<D: Downstream>(
+        &self,
+        d: &mut D,
+        up: &mut UpSide,
+        req: &Request<'_>,
+        mut stream: TcpStream,
+        rec: &mut Record,
+    ) -> Next {
+        let mut s = match self.start(d, up, req, &mut stream, rec).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Next::Close,
+            Err(f) => {
+                tracing::warn!(server = %self.addr, "{f}");
+                return fail(d, req, rec, f, self.id).await;
+            }
+        };
+        let mut done = s.progress.is_done();
+        while !done {
+            up.buf.clear();
+            up.buf.reserve(UP_BUFFER);
+            let read = up
+                .timer
+                .within(self.peer.read_timeout, stream.read_buf(&mut up.buf));
+            let n = match read.await {
+                Ok(Ok(n)) if n > 0 => n,
+                Ok(_) if s.framing == Framing::UntilClose => {
+                    d.body(&[], true).await;
+                    break;
+                }
+                _ => {
+                    rec.error = Some(Failure::Truncated);
+                    return Next::Close;
+                }
+            };
+            let (used, data) =
+                match body_part(&mut s.progress, &up.buf[..n], D::DECODES, &mut up.decoded) {
+                    Ok(part) => part,
+                    Err(e) => {
+                        rec.error = Some(Failure::Chunks(e));
+                        return Next::Close;
+                    }
+                };
+            s.clean = used == n;
+            done = s.progress.is_done();
+            if !d.body(data, done).await {
+                return Next::Close;
+            }
+            rec.bytes_out += data.len();
+        }
+        if done && s.clean && !s.upstream_close {
+            pool::put(self.addr, stream, self.peer.idle_timeout);
+        }
+        if s.keep && done {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Parses the response head in `up.buf` (skipping 1xx interim responses) and passes it on
+    /// with the body bytes that came with it. `Ok(None)`: the client is gone.
+    async fn start<D: Downstream>(
+        &self,
+        d: &mut D,
+        up: &mut UpSide,
+        req: &Request<'_>,
+        stream: &mut TcpStream,
+        rec: &mut Record,
+    ) -> Result<Option<Started>, Failure> {
+        loop {
+            let mut storage = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+            let resp = head::parse_response(&up.buf, &mut storage)?
+                .ok_or(Failure::Bad(BadResponse::Unparsable))?;
+            if resp.code == 101 {
+                return Err(Failure::Bad(BadResponse::Unparsable));
+            }
+            if resp.code >= 200 {
+                let framing = resp.framing(req.is_head());
+                let keep = !req.close && framing != Framing::UntilClose && !d.draining();
+                let date = pingora_core::protocols::http::date::get_cached_date();
+                let hsts = (self.listener == Listener::Https && self.route.hsts)
+                    .then_some(crate::proxy::static_files::HSTS);
+                let added = Added {
+                    keep_alive: keep,
+                    request_id: self.id,
+                    hsts,
+                    date: date.as_bytes(),
+                };
+                let mut progress = Progress::new(framing);
+                let avail = &up.buf[resp.len..];
+                let (used, first) = body_part(&mut progress, avail, D::DECODES, &mut up.decoded)?;
+                let clean = used == avail.len();
+                rec.status = resp.code;
+                rec.upstream_status = Some(resp.code);
+                if !d.head(&resp, &added, first, progress.is_done()).await {
+                    return Ok(None);
+                }
+                rec.bytes_out += first.len();
+                return Ok(Some(Started {
+                    framing,
+                    progress,
+                    upstream_close: resp.close,
+                    keep,
+                    clean,
+                }));
+            }
+            // Interim responses (100, 103) are not passed on.
+            let len = resp.len;
+            up.buf.advance(len);
+            if head::head_end(&up.buf).is_none() {
+                read_response_head(up, stream, self.peer.read_timeout)
+                    .await
+                    .map_err(|e| match e {
+                        Failure::Reset => Failure::Truncated,
+                        e => e,
+                    })?;
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! HTTP/2 streams on the fast path: pingora's h2 server has parsed the request; a request we
+//! can take (routed upstream, no body or a small one of declared length) is answered here, any
+//! other is handed back untouched for pingora's proxy.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use pingora_core::protocols::http::ServerSession;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::exchange::{self, Downstream, Failure, UpSide};
+use super::head::{self, Added, ResponseHead};
+use super::{Engine, PREREAD_BODY};
+use crate::proxy::{self, respond};
+
+/// How long a client may keep a response waiting by not reading it.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One HTTP/2 stream as the client side of an exchange.
+struct Stream<'s> {
+    session: &'s mut ServerSession,
+    ip: IpAddr,
+}
+
+impl Engine {
+    /// Answers the HTTP/2 request of `session`, or gives the session back untouched when the
+    /// request is not for the fast path.
+    pub async fn serve_h2(&self, mut session: ServerSession) -> Option<ServerSession> {
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let Some(ip) = ip else {
+            return Some(session);
+        };
+        let no_body = session.is_body_empty();
+        let routed = {
+            let req = session.req_header();
+            let Some(request) = head::from_pingora(req, proxy::request_host(req)) else {
+                return Some(session);
+            };
+            let sized = req.headers.contains_key(http::header::CONTENT_LENGTH);
+            if !no_body && (!sized || request.content_length > PREREAD_BODY) {
+                return Some(session);
+            }
+            match self.route(&request) {
+                Some(routed) => routed,
+                None => return Some(session),
+            }
+        };
+        // From here on the stream is ours: take its request out of the session.
+        let Ok(placeholder) = RequestHeader::build_no_case("GET", b"/", Some(0)) else {
+            return Some(session);
+        };
+        let header = std::mem::replace(session.req_header_mut(), placeholder);
+        let Some(req) = head::from_pingora(&header, proxy::request_host(&header)) else {
+            return None;
+        };
+        let body_timeout = routed.rt.settings.body_timeout;
+        session.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+        let body = if no_body {
+            Some(BytesMut::new())
+        } else {
+            read_whole_body(&mut session, req.content_length, body_timeout).await
+        };
+        let mut stream = Stream {
+            session: &mut session,
+            ip,
+        };
+        let mut up = UpSide::new();
+        match body {
+            Some(body) if body.len() as u64 == req.content_length => {
+                let plan = self.admit(routed, &req, ip);
+                exchange::run(self, &mut stream, &mut up, &req, &body, 0, plan).await;
+            }
+            _ => {
+                let added = Added {
+                    keep_alive: false,
+                    request_id: b"",
+                    hsts: None,
+                    date: b"",
+                };
+                stream.local(400, &[], &added, false).await;
+            }
+        }
+        let _ = session.finish().await;
+        None
+    }
+}
+
+/// Reads a request body of `len` bytes whole; `None` when the client stalls, resets the stream
+/// or sends more.
+async fn read_whole_body(
+    session: &mut ServerSession,
+    len: u64,
+    limit: Duration,
+) -> Option<BytesMut> {
+    let mut body = BytesMut::with_capacity(usize::try_from(len).ok()?);
+    loop {
+        match tokio::time::timeout(limit, session.read_request_body()).await {
+            Ok(Ok(Some(data))) => {
+                if (body.len() + data.len()) as u64 > len {
+                    return None;
+                }
+                body.extend_from_slice(&data);
+            }
+            Ok(Ok(None)) => return Some(body),
+            _ => return None,
+        }
+    }
+}
+
+impl Downstream for Stream<'_> {
+    const DECODES: bool = true;
+
+    fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    fn draining(&self) -> bool {
+        false
+    }
+
+    async fn local(
+        &mut self,
+        status: u16,
+        extra: &[(&str, &str)],
+        added: &Added<'_>,
+        head_only: bool,
+    ) -> bool {
+        let text = respond::error_text(status);
+        let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(3 + extra.len())) else {
+            return false;
+        };
+        let mut ok = resp
+            .append_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .is_ok();
+        ok &= resp
+            .append_header(http::header::CONTENT_LENGTH, text.len())
+            .is_ok();
+        for (name, value) in extra {
+            ok &= resp.append_header(name.to_string(), *value).is_ok();
+        }
+        if let Ok(id) = HeaderValue::from_bytes(added.request_id) {
+            ok &= resp.append_header("x-request-id", id).is_ok();
+        }
+        let body = if head_only {
+            Bytes::new()
+        } else {
+            Bytes::from(text)
+        };
+        ok && self.send(resp, body, true).await
+    }
+
+    async fn head(
+        &mut self,
+        resp: &ResponseHead<'_, '_>,
+        added: &Added<'_>,
+        first: &[u8],
+        end: bool,
+    ) -> bool {
+        let Ok(mut out) = ResponseHeader::build_no_case(resp.code, Some(16)) else {
+            return false;
+        };
+        resp.each_kept(added.hsts.is_some(), |name, value| {
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                return;
+            }
+            // A field HTTP/2 cannot carry is dropped rather than failing the response.
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                let _ = out.append_header(n, v);
+            }
+        });
+        if let Ok(id) = HeaderValue::from_bytes(added.request_id) {
+            let _ = out.append_header("x-request-id", id);
+        }
+        if let Some(hsts) = added.hsts {
+            let _ = out.append_header(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
+        self.send(out, Bytes::copy_from_slice(first), end).await
+    }
+
+    async fn body(&mut self, data: &[u8], end: bool) -> bool {
+        if data.is_empty() && !end {
+            return true;
+        }
+        self.session
+            .write_response_body(Bytes::copy_from_slice(data), end)
+            .await
+            .is_ok()
+    }
+
+    async fn read_body(&mut self, _buf: &mut BytesMut, _max: usize) -> Result<usize, Failure> {
+        // HTTP/2 bodies are read whole before an exchange starts.
+        Err(Failure::Client("not streamed"))
+    }
+}
+
+impl Stream<'_> {
+    async fn send(&mut self, resp: ResponseHeader, first: Bytes, end: bool) -> bool {
+        if self
+            .session
+            .write_response_header(Box::new(resp))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        if first.is_empty() && !end {
+            return true;
+        }
+        self.session.write_response_body(first, end).await.is_ok()
+    }
+}

@@ -1,0 +1,106 @@
+//! rproxy's own request path for the common case: a request routed to an upstream pool, with no
+//! body or a body of known length, is forwarded over per-thread keep-alive upstream connections
+//! and its response relayed, for a fraction of the work of pingora's general proxy. Plain
+//! HTTP/1.1 connections are read by `h1.rs`; HTTP/2 streams, which pingora has already parsed,
+//! by `h2.rs`. Anything else (static files, WebSocket, chunked or unsized uploads, redirects,
+//! ACME, every 4xx that pingora words) goes to pingora's proxy untouched.
+
+pub mod body;
+mod exchange;
+mod h1;
+mod h2;
+pub mod head;
+pub mod pool;
+mod timer;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use h1::Left;
+
+use crate::proxy::{self, Listener, Refusal};
+use crate::routing::{InflightGuard, Route, Target};
+use crate::state::{Runtime, State};
+use crate::upstream::{ActiveGuard, Pool, SelectKey};
+use head::Request;
+
+/// Bodies up to this size are read whole before the request goes upstream, so a request can
+/// be sent again on another connection; larger ones are streamed (HTTP/1.1 only).
+const PREREAD_BODY: u64 = 64 << 10;
+
+/// The fast path of one listener.
+pub struct Engine {
+    pub state: Arc<State>,
+    pub listener: Listener,
+}
+
+/// The route a request takes on the fast path, before anything is committed.
+struct Routed {
+    rt: Arc<Runtime>,
+    route: Arc<Route>,
+    pool: Arc<Pool>,
+}
+
+/// A request the fast path forwards: everything decided before the first upstream byte.
+struct Forward {
+    rt: Arc<Runtime>,
+    route: Arc<Route>,
+    pool: Arc<Pool>,
+    backend: ActiveGuard,
+    _inflight: InflightGuard,
+}
+
+/// What `admit` decided.
+enum Plan {
+    Refuse(Arc<Route>, Arc<Pool>, Refusal),
+    NoServer(Arc<Route>, Arc<Pool>),
+    Forward(Forward),
+}
+
+impl Engine {
+    /// The route of a request the fast path can take, or `None` for pingora's path. No side
+    /// effects, so the request can still go elsewhere untouched.
+    fn route(&self, req: &Request) -> Option<Routed> {
+        let rt = self.state.runtime();
+        let path = req.path();
+        if req.len as u64 > rt.settings.max_header_size
+            || proxy::redirect_port(self.listener, &rt, req.host, path).is_some()
+            || proxy::is_acme_challenge(self.listener, &rt, path)
+        {
+            return None;
+        }
+        let route = rt.routes.lookup(req.host, path)?.clone();
+        let Target::Upstream(pool) = &route.target else {
+            return None;
+        };
+        if req.content_length > route.max_body {
+            return None;
+        }
+        let pool = pool.clone();
+        Some(Routed { rt, route, pool })
+    }
+
+    /// Applies the route's limits and picks a server: from here on the request is ours.
+    fn admit(&self, routed: Routed, req: &Request, ip: IpAddr) -> Plan {
+        let Routed { rt, route, pool } = routed;
+        let inflight = match proxy::admission(&route, Some(ip)) {
+            Ok(guard) => guard,
+            Err(refusal) => return Plan::Refuse(route, pool, refusal),
+        };
+        let key = SelectKey {
+            client_ip: Some(ip),
+            uri: req.target,
+        };
+        let Some(backend) = pool.select(&key, &[]) else {
+            tracing::warn!(route = %route.name, upstream = %pool.name, "no healthy server");
+            return Plan::NoServer(route, pool);
+        };
+        Plan::Forward(Forward {
+            rt,
+            route,
+            pool,
+            backend: backend.begin(),
+            _inflight: inflight,
+        })
+    }
+}

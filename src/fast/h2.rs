@@ -55,9 +55,7 @@ impl Engine {
             return Some(session);
         };
         let header = std::mem::replace(session.req_header_mut(), placeholder);
-        let Some(req) = head::from_pingora(&header, proxy::request_host(&header)) else {
-            return None;
-        };
+        let req = head::from_pingora(&header, proxy::request_host(&header))?;
         let body_timeout = routed.rt.settings.body_timeout;
         session.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let body = if no_body {

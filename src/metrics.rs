@@ -1,11 +1,14 @@
 //! Prometheus metrics under the contract's names, in one process-wide registry (the only
 //! global we keep). Labels are route, pool and server names from the config: always bounded.
 
+use std::cell::RefCell;
+use std::hash::Hasher;
 use std::sync::LazyLock;
 
+use fnv::FnvHashMap;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 struct Metrics {
@@ -132,25 +135,81 @@ impl Metrics {
     }
 }
 
+/// Series handles cached per thread: prometheus's own lookup (SipHash over every label and a
+/// lock) is most of a metric's cost per request. These series are never removed, so a cached
+/// handle stays the registered one.
+struct Cached<T> {
+    a: Box<str>,
+    b: Box<str>,
+    code: u16,
+    handles: T,
+}
+
+type Cache<T> = RefCell<FnvHashMap<u64, Vec<Cached<T>>>>;
+
+thread_local! {
+    static REQUEST_SERIES: Cache<(IntCounter, Histogram)> = RefCell::default();
+    static UPSTREAM_SERIES: Cache<IntCounter> = RefCell::default();
+}
+
+/// The handles for labels `a`, `b` and `code`, made by `make` the first time on this thread.
+fn cached<T: Clone>(
+    cache: &'static std::thread::LocalKey<Cache<T>>,
+    a: &str,
+    b: &str,
+    code: u16,
+    make: impl FnOnce() -> T,
+) -> T {
+    let mut h = fnv::FnvHasher::default();
+    h.write(a.as_bytes());
+    h.write_u8(0xff);
+    h.write(b.as_bytes());
+    h.write_u16(code);
+    let key = h.finish();
+    cache.with(|c| {
+        let mut c = c.borrow_mut();
+        let bucket = c.entry(key).or_default();
+        if let Some(e) = bucket
+            .iter()
+            .find(|e| e.code == code && &*e.a == a && &*e.b == b)
+        {
+            return e.handles.clone();
+        }
+        let handles = make();
+        bucket.push(Cached {
+            a: a.into(),
+            b: b.into(),
+            code,
+            handles: handles.clone(),
+        });
+        handles
+    })
+}
+
 /// Records one answered request.
 pub fn observe_request(route: &str, upstream: &str, code: u16, seconds: f64) {
-    let m = &*METRICS;
-    let mut buf = [0u8; 3];
-    m.requests
-        .with_label_values(&[route, upstream, code_str(code, &mut buf)])
-        .inc();
-    m.duration
-        .with_label_values(&[route, upstream])
-        .observe(seconds);
+    let (requests, duration) = cached(&REQUEST_SERIES, route, upstream, code, || {
+        let m = &*METRICS;
+        let mut buf = [0u8; 3];
+        let labels = [route, upstream, code_str(code, &mut buf)];
+        (
+            m.requests.with_label_values(&labels),
+            m.duration.with_label_values(&[route, upstream]),
+        )
+    });
+    requests.inc();
+    duration.observe(seconds);
 }
 
 /// Records one request sent to an upstream server.
 pub fn observe_upstream(upstream: &str, server: &str, code: u16) {
-    let mut buf = [0u8; 3];
-    METRICS
-        .upstream_requests
-        .with_label_values(&[upstream, server, code_str(code, &mut buf)])
-        .inc();
+    let counter = cached(&UPSTREAM_SERIES, upstream, server, code, || {
+        let mut buf = [0u8; 3];
+        METRICS
+            .upstream_requests
+            .with_label_values(&[upstream, server, code_str(code, &mut buf)])
+    });
+    counter.inc();
 }
 
 pub fn set_upstream_healthy(upstream: &str, server: &str, healthy: bool) {

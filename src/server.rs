@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -49,7 +49,7 @@ tokio::task_local! {
 }
 
 struct ConnState {
-    accepted: Cell<Instant>,
+    accepted: Instant,
     requests: Cell<u32>,
     headers_read: Cell<bool>,
 }
@@ -57,20 +57,11 @@ struct ConnState {
 impl ConnState {
     fn new(accepted: Instant) -> ConnState {
         ConnState {
-            accepted: Cell::new(accepted),
+            accepted,
             requests: Cell::new(0),
             headers_read: Cell::new(false),
         }
     }
-}
-
-/// A connection that the fast path hands to pingora starts over: its next request head is the
-/// first one pingora reads, due `header_timeout` from now.
-fn restart_conn() {
-    let _ = CONN.try_with(|c| {
-        c.accepted.set(Instant::now());
-        c.requests.set(0);
-    });
 }
 
 /// Called by the proxy once a request's headers are in: the header deadline no longer applies.
@@ -100,7 +91,7 @@ impl HttpServerApp for Timed {
             let n = c.requests.get();
             c.requests.set(n.saturating_add(1));
             c.headers_read.set(false);
-            (n == 0, c.accepted.get())
+            (n == 0, c.accepted)
         }) else {
             let session = self.fast.serve_h2(session).await?;
             return self.inner.process_new_http(session, shutdown).await;
@@ -146,8 +137,8 @@ struct Edge {
     h1: Arc<Timed>,
     /// Set on the plain listener: the app for connections that start with the h2c preface.
     h2c: Option<Arc<Timed>>,
-    /// Set on the plain listener: our own HTTP/1.1 path, which hands pingora what it does not take.
-    fast: Option<Arc<fast::Engine>>,
+    /// Our own HTTP/1.1 path, which hands pingora what it does not take.
+    fast: Arc<fast::Engine>,
     listener: &'static str,
     state: Arc<State>,
     /// Connections open on this listener.
@@ -190,15 +181,16 @@ impl ServerApp for Edge {
             return None;
         }
         let (stream, app) = match &self.h2c {
-            None => (stream, &self.h1),
+            // TLS: HTTP/2 (ALPN h2) goes to pingora's h2 server, HTTP/1.1 to the fast path.
+            None if stream.selected_alpn_proto() == Some(ALPN::H2) => (stream, &self.h1),
+            None => return self.fast_h1(stream, accepted, shutdown).await,
             Some(h2c) => {
                 let deadline = self.state.peek().settings.header_timeout;
                 match sniff::sniff(stream, deadline).await {
-                    (Some(s), sniff::Start::H2c) => (s as Stream, h2c),
-                    (Some(s), sniff::Start::Http1) => match &self.fast {
-                        Some(fast) => return self.fast_h1(fast, s, accepted, shutdown).await,
-                        None => (s as Stream, &self.h1),
-                    },
+                    (Some(s), sniff::Start::H2c) => (s, h2c),
+                    (Some(s), sniff::Start::Http1) => {
+                        return self.fast_h1(s, accepted, shutdown).await
+                    }
                     _ => return None,
                 }
             }
@@ -216,24 +208,22 @@ impl ServerApp for Edge {
 }
 
 impl Edge {
-    /// Serves a plain HTTP/1 connection on the fast path; what it does not take, pingora does.
+    /// Serves a plain HTTP/1 connection on the fast path; what it does not take, pingora does,
+    /// from that request on (its head deadline starts over there).
     async fn fast_h1(
         &self,
-        fast: &fast::Engine,
-        stream: Box<L4Stream>,
+        stream: Stream,
         accepted: Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let served = async {
-            match fast.serve(stream, accepted, shutdown).await {
-                fast::Left::Closed => None,
-                fast::Left::Elsewhere(stream) => {
-                    restart_conn();
-                    self.h1.process_new(stream, shutdown).await
-                }
+        match self.fast.serve(stream, accepted, shutdown).await {
+            fast::Left::Closed => None,
+            fast::Left::Elsewhere(stream) => {
+                let state = ConnState::new(Instant::now());
+                CONN.scope(state, self.h1.process_new(stream, shutdown))
+                    .await
             }
-        };
-        CONN.scope(ConnState::new(accepted), served).await
+        }
     }
 }
 
@@ -351,7 +341,7 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
         })
     };
     let h2c = (listener == Listener::Http).then(|| app(true));
-    let fast = (listener == Listener::Http).then(|| engine.clone());
+    let fast = engine.clone();
     let edge = Edge {
         h1: app(false),
         h2c,

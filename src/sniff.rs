@@ -26,7 +26,7 @@ pub enum Start {
 }
 
 /// Reads the start of `stream` (within `deadline`), classifies it, and rewinds what it read.
-pub async fn sniff(stream: Stream, deadline: Duration) -> (Option<Box<L4Stream>>, Start) {
+pub async fn sniff(stream: Stream, deadline: Duration) -> (Option<Stream>, Start) {
     let mut l4 = match stream.into_any().downcast::<L4Stream>() {
         Ok(s) => s,
         Err(_) => {
@@ -56,7 +56,7 @@ pub async fn sniff(stream: Stream, deadline: Duration) -> (Option<Box<L4Stream>>
         return (None, start);
     }
     l4.rewind(&buf);
-    (Some(l4), start)
+    (Some(l4 as Stream), start)
 }
 
 /// Enough bytes to decide: a full preface, or a full first line that is not a preface prefix.

@@ -23,28 +23,6 @@ fn app_yaml(server: &str) -> String {
     )
 }
 
-/// A 200 with a Content-Length body.
-fn ok(body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// `n` bytes that differ from one position to the next (xorshift), so a lost or moved byte shows.
-fn payload(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Response framings
 // ---------------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ pub(super) trait Downstream {
     async fn body(&mut self, data: &[u8], end: bool) -> bool;
     /// Reads up to `max` more request body bytes into `buf`.
     async fn read_body(&mut self, buf: &mut BytesMut, max: usize) -> Result<usize, Failure>;
+    /// The response broke off after its head: the client must not take it as complete.
+    fn abort(&mut self);
 }
 
 /// The upstream side of a client connection or stream, kept across its requests.
@@ -498,6 +500,7 @@ impl Relay<'_> {
                 }
                 _ => {
                     rec.error = Some(Failure::Truncated);
+                    d.abort();
                     return Next::Close;
                 }
             };
@@ -506,6 +509,7 @@ impl Relay<'_> {
                     Ok(part) => part,
                     Err(e) => {
                         rec.error = Some(Failure::Chunks(e));
+                        d.abort();
                         return Next::Close;
                     }
                 };

@@ -1,19 +1,19 @@
-//! Plain HTTP/1.1 connections on the fast path: request heads read and parsed here (with the
-//! header, keep-alive and body deadlines), pipelined requests kept in step, and the connection
-//! handed to pingora, with every byte read put back, at the first request that is not ours.
+//! HTTP/1.1 connections (plain or TLS) on the fast path: request heads read and parsed here
+//! (with the header, keep-alive and body deadlines), pipelined requests kept in step, and the
+//! connection handed to pingora, with every byte read put back, at the first request not ours.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::GetSocketDigest;
+use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::exchange::{self, Downstream, Failure, Next, UpSide};
 use super::head::{self, Added, Parsed, Request, ResponseHead};
+use super::replay::Replayed;
 use super::timer::{Elapsed, Timer};
 use super::{Engine, PREREAD_BODY};
 use crate::state::Settings;
@@ -27,12 +27,12 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum Left {
     Closed,
     /// For pingora's proxy, with every byte read so far put back.
-    Elsewhere(Box<L4Stream>),
+    Elsewhere(Stream),
 }
 
 /// A client connection on the fast path.
 struct Conn {
-    io: Box<L4Stream>,
+    io: Stream,
     ip: IpAddr,
     timer: Timer,
     /// The head being written to the client.
@@ -51,12 +51,7 @@ enum Step {
 
 impl Engine {
     /// Serves HTTP/1.1 requests on `io` until the connection ends or one is not for this path.
-    pub async fn serve(
-        &self,
-        io: Box<L4Stream>,
-        accepted: Instant,
-        shutdown: &ShutdownWatch,
-    ) -> Left {
+    pub async fn serve(&self, io: Stream, accepted: Instant, shutdown: &ShutdownWatch) -> Left {
         let ip = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -80,8 +75,7 @@ impl Engine {
                 Step::KeepAlive => deadline = None,
                 Step::Close => return Left::Closed,
                 Step::Elsewhere => {
-                    conn.io.rewind(&buf);
-                    return Left::Elsewhere(conn.io);
+                    return Left::Elsewhere(Box::new(Replayed::new(buf.freeze(), conn.io)));
                 }
             }
         }
@@ -193,6 +187,9 @@ impl Downstream for Conn {
         data.is_empty() || write_all(&mut self.io, &mut self.timer, data).await
     }
 
+    /// Closing the connection (which follows) tells the client: the framing says what is missing.
+    fn abort(&mut self) {}
+
     async fn read_body(&mut self, buf: &mut BytesMut, max: usize) -> Result<usize, Failure> {
         let mut part = (&mut self.io).take(max as u64);
         match self
@@ -208,7 +205,7 @@ impl Downstream for Conn {
 }
 
 /// Writes `data` to the client and flushes it; false when the client is gone or stalled.
-async fn write_all(io: &mut Box<L4Stream>, timer: &mut Timer, data: &[u8]) -> bool {
+async fn write_all(io: &mut Stream, timer: &mut Timer, data: &[u8]) -> bool {
     let write = async {
         io.write_all(data).await?;
         io.flush().await

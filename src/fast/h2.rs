@@ -22,6 +22,8 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 struct Stream<'s> {
     session: &'s mut ServerSession,
     ip: IpAddr,
+    /// The stream was reset after its head went out.
+    aborted: bool,
 }
 
 impl Engine {
@@ -66,6 +68,7 @@ impl Engine {
         let mut stream = Stream {
             session: &mut session,
             ip,
+            aborted: false,
         };
         let mut up = UpSide::new();
         match body {
@@ -83,7 +86,9 @@ impl Engine {
                 stream.local(400, &[], &added, false).await;
             }
         }
-        let _ = session.finish().await;
+        if !stream.aborted {
+            let _ = session.finish().await;
+        }
         None
     }
 }
@@ -197,10 +202,25 @@ impl Downstream for Stream<'_> {
         // HTTP/2 bodies are read whole before an exchange starts.
         Err(Failure::Client("not streamed"))
     }
+
+    /// Resets the stream, so the client does not take the cut-off body as whole.
+    fn abort(&mut self) {
+        if let ServerSession::H2(s) = &mut *self.session {
+            s.shutdown();
+        }
+        self.aborted = true;
+    }
 }
 
 impl Stream<'_> {
     async fn send(&mut self, resp: ResponseHeader, first: Bytes, end: bool) -> bool {
+        // A response without a body ends on its HEADERS frame (h2 clients hold a 304 with a
+        // Content-Length and an empty DATA frame after it for a protocol error).
+        if end && first.is_empty() {
+            if let ServerSession::H2(s) = &mut *self.session {
+                return s.write_response_header(Box::new(resp), true).is_ok();
+            }
+        }
         if self
             .session
             .write_response_header(Box::new(resp))

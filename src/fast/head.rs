@@ -100,7 +100,7 @@ impl<'a> Request<'a> {
     /// The path without the query.
     pub fn path(&self) -> &'a str {
         let t = self.target;
-        t.find('?').map_or(t, |q| &t[..q])
+        t.bytes().position(|b| b == b'?').map_or(t, |q| &t[..q])
     }
 
     pub fn is_idempotent(&self) -> bool {
@@ -320,7 +320,7 @@ pub fn write_upstream_request(
         out.extend_from_slice(b", ");
     }
     let ip_start = out.len();
-    let _ = write!(out, "{}", client.ip);
+    push_ip(out, client.ip);
     let ip_end = out.len();
     out.extend_from_slice(b"\r\nx-real-ip: ");
     out.extend_from_within(ip_start..ip_end);
@@ -342,6 +342,37 @@ fn named_in_connection(headers: &[Header], name: &str) -> bool {
         .filter(|h| kind(h.name) == Kind::Connection)
         .flat_map(|h| connection_tokens(h.value))
         .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Writes `n` in decimal (what `write!` does, without the formatting machinery).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -498,7 +529,8 @@ impl<'b> ResponseHead<'b, '_> {
 /// Connection, X-Request-Id and (on https routes that ask) HSTS.
 pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Added) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(out, "{} ", resp.code);
+    push_decimal(out, u64::from(resp.code));
+    out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     resp.each_kept(added.hsts.is_some(), |name, value| {
@@ -590,6 +622,21 @@ mod tests {
         let mut out = Vec::new();
         write_upstream_request(&mut out, &head, head.target, &client, &route);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn numbers_and_addresses_as_text() {
+        let mut out = Vec::new();
+        for n in [0u64, 7, 200, 65535, u64::MAX] {
+            out.clear();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for ip in ["0.0.0.0", "192.168.10.255", "2001:db8::1", "::ffff:1.2.3.4"] {
+            out.clear();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8_lossy(&out), ip);
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! rproxy's own request path for the common case: a request routed to an upstream pool, with no
 //! body or a body of known length, is forwarded over per-thread keep-alive upstream connections
-//! and its response relayed, for a fraction of the work of pingora's general proxy. Plain
-//! HTTP/1.1 connections are read by `h1.rs`; HTTP/2 streams, which pingora has already parsed,
-//! by `h2.rs`. Anything else (static files, WebSocket, chunked or unsized uploads, redirects,
+//! and its response relayed, for a fraction of the work of pingora's general proxy. HTTP/1.1
+//! connections (plain or TLS) are read by `h1.rs`; HTTP/2 streams, which pingora has already
+//! parsed, by `h2.rs`. Anything else (static files, WebSocket, chunked or unsized uploads, redirects,
 //! ACME, every 4xx that pingora words) goes to pingora's proxy untouched.
 
 pub mod body;
@@ -11,6 +11,7 @@ mod h1;
 mod h2;
 pub mod head;
 pub mod pool;
+mod replay;
 mod timer;
 
 use std::net::IpAddr;

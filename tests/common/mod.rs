@@ -72,7 +72,8 @@ where
     }
 }
 
-// Helpers for the TLS, WebSocket, shutdown, reload, metrics, ACME and FastAPI tests.
+// Helpers for the HTTP/2, TLS, WebSocket, shutdown, reload, metrics, ACME and FastAPI tests.
+pub mod h2client;
 pub mod pebble;
 pub mod prom;
 pub mod reload;

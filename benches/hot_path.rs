@@ -1,5 +1,6 @@
-//! The rest of the per-request hot path and the reload path: forwarded-header rewriting,
-//! upstream selection per algorithm, and compiling a configuration of 1,000 routes.
+//! The rest of the per-request hot path and the reload path: the fast path's head work (parse
+//! the request, write it upstream, parse the response, write it back), pingora's path's
+//! forwarded-header rewriting, upstream selection per algorithm, and compiling 1,000 routes.
 
 use std::path::PathBuf;
 
@@ -45,6 +46,54 @@ fn header_rewrite(c: &mut Criterion) {
             |mut req| rewrite_request(&mut req, black_box(&client), &route).map(|_| req),
             criterion::BatchSize::SmallInput,
         )
+    });
+}
+
+/// What the fast path does to the heads of one proxied HTTP/1.1 request, as wrk sends it and
+/// the benchmark's nginx upstream answers it.
+fn fast_path_heads(c: &mut Criterion) {
+    use rproxy::fast::head::{self, Added, Client, Parsed};
+    let route = Route::new("r".into(), "/", Target::Static(PathBuf::from(".")));
+    let request: &[u8] = b"GET /api/users/42?x=1 HTTP/1.1\r\nHost: app.example.com\r\n\
+        User-Agent: Mozilla/5.0\r\nAccept: application/json\r\nConnection: keep-alive\r\n\
+        X-Forwarded-For: 10.0.0.1\r\nCookie: session=abc123\r\n\r\n";
+    let response: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+        Date: Tue, 01 Dec 2026 22:00:00 GMT\r\nContent-Type: application/json\r\n\
+        Content-Length: 89\r\nConnection: keep-alive\r\n\r\n";
+    let client = Client {
+        ip: "192.0.2.7".parse().expect("ip"),
+        proto: "http",
+        request_id: b"0123456789abcdef0123456789abcdef",
+    };
+    let added = Added {
+        keep_alive: true,
+        request_id: client.request_id,
+        hsts: None,
+        date: b"Tue, 01 Dec 2026 22:00:00 GMT",
+    };
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("fast path: request head parse + upstream head", |b| {
+        b.iter(|| {
+            let mut storage = head::storage();
+            let Parsed::Complete(req) = head::parse_request(black_box(request), &mut storage)
+            else {
+                panic!("bench request parses");
+            };
+            out.clear();
+            head::write_upstream_request(&mut out, &req, req.target, &client, &route);
+            out.len()
+        })
+    });
+    c.bench_function("fast path: response head parse + client head", |b| {
+        b.iter(|| {
+            let mut storage = head::storage();
+            let resp = head::parse_response(black_box(response), &mut storage)
+                .expect("bench response parses")
+                .expect("complete");
+            out.clear();
+            head::write_client_response(&mut out, &resp, &added);
+            out.len()
+        })
     });
 }
 
@@ -100,5 +149,11 @@ fn compile_1000(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, header_rewrite, selection, compile_1000);
+criterion_group!(
+    benches,
+    fast_path_heads,
+    header_rewrite,
+    selection,
+    compile_1000
+);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use super::body::{ChunkError, Framing, Progress};
 use super::head::{self, Added, BadResponse, Client, Request, ResponseHead};
 use super::timer::{Elapsed, Timer};
-use super::{pool, Engine, Forward, Plan};
+use super::{buffers, pool, Engine, Forward, Plan};
 use crate::proxy::access::{self, Entry};
 use crate::proxy::{self, Listener, Refusal};
 use crate::routing::Route;
@@ -21,8 +21,8 @@ use crate::upstream::{Backend, PeerSettings, SelectKey};
 
 /// The longest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
-/// The upstream read buffer's size.
-const UP_BUFFER: usize = 16 << 10;
+/// How much is read from an upstream at once.
+const UP_BUFFER: usize = buffers::SIZE;
 
 /// The client side of an exchange: where the answer goes, in its protocol.
 pub(super) trait Downstream {
@@ -56,7 +56,7 @@ pub(super) trait Downstream {
 
 /// The upstream side of a client connection or stream, kept across its requests.
 pub(super) struct UpSide {
-    /// Bytes read from the upstream.
+    /// Bytes read from the upstream (lent from `buffers` for the time of an exchange).
     buf: BytesMut,
     /// The request head (and pre-read body) sent upstream.
     out: Vec<u8>,
@@ -154,6 +154,7 @@ pub(super) async fn run<D: Downstream>(
         bytes_in: body.len(),
         ..Record::default()
     };
+    up.buf = buffers::take();
     // Refusals keep the connection when the whole body was read.
     let keep = !req.close && rest == 0;
     let (route, pool, next) = match plan {
@@ -173,6 +174,7 @@ pub(super) async fn run<D: Downstream>(
             (route, pool, next)
         }
     };
+    buffers::give(std::mem::take(&mut up.buf));
     let error = rec.error.as_ref().map(|e| e as &dyn std::fmt::Display);
     access::log(&Entry {
         client: Some(d.ip()),
@@ -541,7 +543,7 @@ impl Relay<'_> {
         rec: &mut Record,
     ) -> Result<Option<Started>, Failure> {
         loop {
-            let mut storage = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+            let mut storage = head::storage();
             let resp = head::parse_response(&up.buf, &mut storage)?
                 .ok_or(Failure::Bad(BadResponse::Unparsable))?;
             if resp.code == 101 {

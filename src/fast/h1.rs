@@ -97,7 +97,7 @@ impl Engine {
             Some(true) => {}
         }
         let whole = {
-            let mut storage = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+            let mut storage = head::storage();
             let Parsed::Complete(req) = head::parse_request(buf, &mut storage) else {
                 return Step::Elsewhere;
             };
@@ -113,7 +113,7 @@ impl Engine {
         if !read_body(conn, buf, whole, settings.body_timeout).await {
             return Step::Close;
         }
-        let mut storage = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+        let mut storage = head::storage();
         let Parsed::Complete(req) = head::parse_request(buf, &mut storage) else {
             return Step::Elsewhere;
         };

@@ -6,6 +6,7 @@
 //! ACME, every 4xx that pingora words) goes to pingora's proxy untouched.
 
 pub mod body;
+mod buffers;
 mod exchange;
 mod h1;
 mod h2;

@@ -2,10 +2,10 @@
 //! runtime of its own, so a connection is only ever polled by the reactor it is registered with.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use fnv::FnvHashMap;
 use tokio::net::TcpStream;
 
 /// Idle connections kept per server and thread; the oldest goes first.
@@ -27,7 +27,7 @@ impl Idle {
 
 #[derive(Default)]
 struct Idles {
-    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    by_addr: FnvHashMap<SocketAddr, Vec<Idle>>,
     sweeping: bool,
 }
 

@@ -4,7 +4,7 @@
 pub mod compile;
 pub mod limit;
 
-use std::collections::HashMap;
+use fnv::FnvHashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -123,9 +123,9 @@ impl Level {
 /// Host index -> routes by prefix.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, Level>,
+    exact: FnvHashMap<String, Level>,
     /// Keyed by the suffix after `*.`, e.g. `example.com`.
-    wildcard: HashMap<String, Level>,
+    wildcard: FnvHashMap<String, Level>,
     any: Level,
 }
 
@@ -208,8 +208,8 @@ pub fn strip_port(host: &str) -> &str {
             .map(|(h, _)| &host[..h.len() + 1])
             .unwrap_or(host);
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+    match host.bytes().rposition(|b| b == b':') {
+        Some(i) if host.as_bytes()[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
         _ => host,
     }
 }

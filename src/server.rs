@@ -354,12 +354,13 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
 }
 
 /// Per-connection socket buffers. pingora's default read buffer is 64 KiB, allocated for every
-/// connection, idle ones included; request heads and TLS records fit in far less.
+/// connection, idle ones included. Every reader above the socket has a buffer of its own (the
+/// fast path's, rustls's, pingora's HTTP/1 and h2 codecs), so reads go to them unbuffered; a
+/// small write buffer lets pingora's path send a head and a short body in one write.
 fn l4_buffer() -> L4BufferSettings {
-    L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)
+    L4BufferSettings::new(0, L4_WRITE_BUFFER)
 }
 
-const L4_READ_BUFFER: usize = 4096;
 const L4_WRITE_BUFFER: usize = 1460;
 
 fn server_conf(loaded: &Loaded) -> ServerConf {

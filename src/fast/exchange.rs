@@ -345,15 +345,7 @@ async fn attempt<D: Downstream>(
             .map_err(|f| (f, false))?,
     };
     let sent = async {
-        match up
-            .timer
-            .within(peer.write_timeout, stream.write_all(&up.out))
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Failure::Reset),
-            Err(Elapsed) => return Err(Failure::WriteTimeout),
-        }
+        send_up(&mut up.timer, &mut stream, &up.out, peer, Failure::Reset).await?;
         if rest > 0 {
             stream_body(d, up, &mut stream, rest, peer, rec).await?;
         }
@@ -395,17 +387,27 @@ async fn stream_body<D: Downstream>(
         let n = d.read_body(&mut up.buf, want).await?;
         rest -= n as u64;
         rec.bytes_in += n;
-        match up
-            .timer
-            .within(peer.write_timeout, stream.write_all(&up.buf))
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Failure::Truncated),
-            Err(Elapsed) => return Err(Failure::WriteTimeout),
-        }
+        send_up(&mut up.timer, stream, &up.buf, peer, Failure::Truncated).await?;
     }
     Ok(())
+}
+
+/// Writes `data` to the upstream within `write_timeout`; a failed write is `broken`.
+async fn send_up(
+    timer: &mut Timer,
+    stream: &mut TcpStream,
+    data: &[u8],
+    peer: &PeerSettings,
+    broken: Failure,
+) -> Result<(), Failure> {
+    match timer
+        .within(peer.write_timeout, stream.write_all(data))
+        .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(broken),
+        Err(Elapsed) => Err(Failure::WriteTimeout),
+    }
 }
 
 /// Reads until `up.buf` (empty, or holding the start of a head) holds a complete response head.

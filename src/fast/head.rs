@@ -549,6 +549,15 @@ pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Add
     resp.each_kept(added.hsts.is_some(), |name, value| {
         line(out, name.as_bytes(), value)
     });
+    added_lines(out, added);
+    if let Some(hsts) = added.hsts {
+        line(out, b"strict-transport-security", hsts.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Date, Connection and X-Request-Id: on every HTTP/1.1 response rproxy sends.
+fn added_lines(out: &mut Vec<u8>, added: &Added) {
     line(out, b"date", added.date);
     let connection: &[u8] = if added.keep_alive {
         b"keep-alive"
@@ -557,10 +566,6 @@ pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Add
     };
     line(out, b"connection", connection);
     line(out, b"x-request-id", added.request_id);
-    if let Some(hsts) = added.hsts {
-        line(out, b"strict-transport-security", hsts.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes a whole short response rproxy makes itself (an error or refusal).
@@ -581,14 +586,7 @@ pub fn write_local_response(
     for (name, value) in extra {
         line(out, name.as_bytes(), value.as_bytes());
     }
-    line(out, b"date", added.date);
-    let connection: &[u8] = if added.keep_alive {
-        b"keep-alive"
-    } else {
-        b"close"
-    };
-    line(out, b"connection", connection);
-    line(out, b"x-request-id", added.request_id);
+    added_lines(out, added);
     out.extend_from_slice(b"\r\n");
     if !head_only {
         out.extend_from_slice(body.as_bytes());

@@ -362,3 +362,29 @@ pub fn payload(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// An upstream whose answer body is every X-Request-Id it got (joined with `|`), and which sends
+/// an `X-Request-Id: from-upstream` of its own that must never reach the client.
+pub async fn request_id_upstream() -> RawUpstream {
+    keep_alive_upstream(|req| {
+        let ids = values(&req.headers, "x-request-id").join("|");
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Request-Id: from-upstream\r\nContent-Length: {}\r\n\r\n{ids}",
+            ids.len()
+        )
+        .into_bytes()
+    })
+    .await
+}
+
+/// Checks the X-Request-Id values a client got for a request whose own id could not be kept:
+/// exactly one, 32 lowercase hex digits, and the one the upstream got (`upstream_saw`, from
+/// [`request_id_upstream`]). Returns it.
+pub fn generated_id(ids: &[&str], upstream_saw: &str, what: &str) -> String {
+    assert_eq!(ids.len(), 1, "{what}: {ids:?}");
+    let id = ids[0];
+    let hex = id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    assert!(hex, "{what}: {id:?} is not 32 lowercase hex digits");
+    assert_eq!(upstream_saw, id, "{what}: the upstream got another id");
+    id.to_string()
+}

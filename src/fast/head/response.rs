@@ -1,0 +1,271 @@
+//! The upstream's response head: parsed from its bytes, its framing decided (RFC 9112 6.3), and
+//! written for the client without hop-by-hop headers and with what rproxy adds.
+
+use std::io::Write;
+
+use httparse::{Header, Status};
+
+use super::{connection_tokens, kind, line, named_in_connection, parse_length, push_decimal};
+use super::{Kind, Storage};
+use crate::fast::body::Framing;
+
+/// An upstream response head.
+#[derive(Debug)]
+pub struct ResponseHead<'b, 'h> {
+    pub len: usize,
+    pub code: u16,
+    pub reason: &'b str,
+    /// The upstream will close the connection after this response.
+    pub close: bool,
+    headers: &'h [Header<'b>],
+    content_length: Option<u64>,
+    /// The last transfer coding is `chunked`.
+    chunked: bool,
+    has_te: bool,
+    named_by_connection: bool,
+}
+
+/// Why an upstream response head is refused (the client gets 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    #[error("unparsable response head")]
+    Unparsable,
+    #[error("malformed or conflicting Content-Length")]
+    Length,
+}
+
+/// Parses a response head at the start of `buf`; `Ok(None)` when more bytes are needed.
+pub fn parse_response<'b, 'h>(
+    buf: &'b [u8],
+    storage: &'h mut Storage<'b>,
+) -> Result<Option<ResponseHead<'b, 'h>>, BadResponse> {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, storage);
+    let len = match parsed {
+        Ok(Status::Complete(len)) => len,
+        Ok(Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse::Unparsable),
+    };
+    let (Some(code), Some(version)) = (resp.code, resp.version) else {
+        return Err(BadResponse::Unparsable);
+    };
+    let headers: &'h [Header<'b>] = resp.headers;
+    let mut head = ResponseHead {
+        len,
+        code,
+        reason: resp.reason.unwrap_or(""),
+        close: version == 0,
+        headers,
+        content_length: None,
+        chunked: false,
+        has_te: false,
+        named_by_connection: false,
+    };
+    let mut keep_alive = false;
+    for h in headers {
+        match kind(h.name) {
+            Kind::ContentLength => {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    let n = parse_length(token).ok_or(BadResponse::Length)?;
+                    if head.content_length.is_some_and(|l| l != n) {
+                        return Err(BadResponse::Length);
+                    }
+                    head.content_length = Some(n);
+                }
+            }
+            Kind::TransferEncoding => {
+                head.has_te = true;
+                head.chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            Kind::Connection => {
+                for token in connection_tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        head.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    } else {
+                        head.named_by_connection = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // An HTTP/1.0 upstream keeps the connection only when it says so.
+    if version == 0 && keep_alive && !head.has_te {
+        head.close = false;
+    }
+    Ok(Some(head))
+}
+
+impl ResponseHead<'_, '_> {
+    /// How the body of this response ends (RFC 9112 6.3).
+    pub fn framing(&self, head_request: bool) -> Framing {
+        if head_request || self.code < 200 || self.code == 204 || self.code == 304 {
+            Framing::None
+        } else if self.has_te {
+            if self.chunked {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else {
+            match self.content_length {
+                Some(0) => Framing::None,
+                Some(n) => Framing::Length(n),
+                None => Framing::UntilClose,
+            }
+        }
+    }
+}
+
+/// What rproxy adds to a response head it passes on.
+#[derive(Debug, Clone, Copy)]
+pub struct Added<'a> {
+    pub keep_alive: bool,
+    pub request_id: &'a [u8],
+    pub hsts: Option<&'a str>,
+    pub date: &'a [u8],
+}
+
+impl<'b> ResponseHead<'b, '_> {
+    /// The upstream's headers to pass on: all but hop-by-hop ones (and those its `Connection`
+    /// names), Date and X-Request-Id (rproxy sets them), a Content-Length beside a
+    /// Transfer-Encoding, and HSTS when rproxy sets it.
+    pub fn each_kept(&self, hsts: bool, mut f: impl FnMut(&'b str, &'b [u8])) {
+        for h in self.headers {
+            let keep = match kind(h.name) {
+                Kind::Hop | Kind::Connection | Kind::Upgrade | Kind::Date | Kind::RequestId => {
+                    false
+                }
+                Kind::ContentLength => !self.has_te,
+                Kind::Hsts => !hsts,
+                _ => !(self.named_by_connection && named_in_connection(self.headers, h.name)),
+            };
+            if keep {
+                f(h.name, h.value);
+            }
+        }
+    }
+}
+
+/// Writes the response head for the client: the upstream's status and kept headers, then Date,
+/// Connection, X-Request-Id and (on https routes that ask) HSTS.
+pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Added) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(resp.code));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    resp.each_kept(added.hsts.is_some(), |name, value| {
+        line(out, name.as_bytes(), value)
+    });
+    added_lines(out, added);
+    if let Some(hsts) = added.hsts {
+        line(out, b"strict-transport-security", hsts.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Date, Connection and X-Request-Id: on every HTTP/1.1 response rproxy sends.
+fn added_lines(out: &mut Vec<u8>, added: &Added) {
+    line(out, b"date", added.date);
+    let connection: &[u8] = if added.keep_alive {
+        b"keep-alive"
+    } else {
+        b"close"
+    };
+    line(out, b"connection", connection);
+    line(out, b"x-request-id", added.request_id);
+}
+
+/// Writes a whole short response rproxy makes itself (an error or refusal).
+pub fn write_local_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra: &[(&str, &str)],
+    added: &Added,
+    head_only: bool,
+) {
+    let body = crate::proxy::respond::error_text(status);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        crate::proxy::respond::reason(status),
+        body.len()
+    );
+    for (name, value) in extra {
+        line(out, name.as_bytes(), value.as_bytes());
+    }
+    added_lines(out, added);
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::storage;
+    use super::*;
+
+    #[test]
+    fn response_framing_and_head() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nDate: x\r\n\
+                    Keep-Alive: timeout=5\r\nX-Request-Id: up\r\nServer: u\r\n\r\nhello";
+        let mut storage = storage();
+        let resp = parse_response(raw, &mut storage).unwrap().unwrap();
+        assert_eq!(resp.framing(false), Framing::Length(5));
+        assert_eq!(resp.framing(true), Framing::None);
+        assert!(!resp.close);
+        let mut out = Vec::new();
+        let added = Added {
+            keep_alive: true,
+            request_id: b"id",
+            hsts: None,
+            date: b"D",
+        };
+        write_client_response(&mut out, &resp, &added);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: u\r\ndate: D\r\n\
+             connection: keep-alive\r\nx-request-id: id\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_framings() {
+        let framing = |raw: &[u8]| {
+            let mut storage = storage();
+            parse_response(raw, &mut storage).map(|r| {
+                let r = r.unwrap();
+                (r.framing(false), r.close)
+            })
+        };
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            Ok((Framing::Chunked, false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Ok((Framing::UntilClose, false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            Ok((Framing::Length(1), true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"),
+            Ok((Framing::None, true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"),
+            Err(BadResponse::Length)
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! rproxy: an HTTP/2-first, TLS-terminating reverse proxy and load balancer on pingora.
 //!
 //! The pipeline is load (`config`) -> validate -> compile (`routing::compile`) -> publish
-//! (`state`) -> serve (`proxy`, `server`). `main.rs` only parses flags and runs it.
+//! (`state`) -> serve (`server`). A request takes rproxy's own path (`fast`) when it is the
+//! common case, pingora's proxy (`proxy`) otherwise. `main.rs` only parses flags and runs it.
 
 pub mod acme;
 pub mod admin;

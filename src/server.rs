@@ -1,6 +1,6 @@
 //! Assembles the pingora server from a compiled configuration: the http, https and admin
-//! listeners, the per-connection wrapper (header timeout, connection counts) and the
-//! background supervisor that runs health probes for every published pool.
+//! listeners, the per-connection wrapper (connection counts, the fast path or pingora's proxy,
+//! header timeouts) and the background supervisor that runs health probes for every pool.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,7 +69,8 @@ pub fn headers_received() {
     let _ = CONN.try_with(|c| c.headers_read.set(true));
 }
 
-/// Applies `server.header_timeout` as a deadline for a connection's first request head.
+/// pingora's proxy for one listener: tries the fast path first for HTTP/2 streams, and applies
+/// `server.header_timeout` to the request heads of the HTTP/1 connections handed to it.
 struct Timed {
     inner: Arc<HttpProxy<Proxy>>,
     /// Our own path, tried first for HTTP/2 streams.
@@ -208,8 +209,8 @@ impl ServerApp for Edge {
 }
 
 impl Edge {
-    /// Serves a plain HTTP/1 connection on the fast path; what it does not take, pingora does,
-    /// from that request on (its head deadline starts over there).
+    /// Serves an HTTP/1.1 connection (plain or TLS) on the fast path; what it does not take,
+    /// pingora does, from that request on (its head deadline starts over there).
     async fn fast_h1(
         &self,
         stream: Stream,

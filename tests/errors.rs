@@ -156,6 +156,40 @@ async fn slow_upstream_is_504() {
     );
 }
 
+/// A read timeout is answered at once: neither server of the pool gets the request again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_timeouts_are_not_retried() {
+    let a = UpstreamBuilder::new("a")
+        .delay(Duration::from_secs(3))
+        .start()
+        .await;
+    let b = UpstreamBuilder::new("b")
+        .delay(Duration::from_secs(3))
+        .start()
+        .await;
+    let proxy = Proxy::start(&one_pool(
+        &[a.host_port(), b.host_port()],
+        "    read_timeout: 300ms\n    retries: 2\n",
+    ))
+    .await;
+    for path in ["/slow", "/slow-again"] {
+        let resp = proxy.get(path).await;
+        assert_eq!(resp.status().as_u16(), 504);
+    }
+    // A chunked request goes through pingora's proxy: the same rule there.
+    let chunked =
+        b"GET /slow-chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let resp = raw_request_timeout(proxy.http_addr(), chunked, Duration::from_secs(5)).await;
+    assert_eq!(raw_status(&resp), 504, "{resp}");
+    assert_eq!(
+        a.requests() + b.requests(),
+        3,
+        "one try per request: a: {}, b: {}",
+        a.requests(),
+        b.requests()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_max_body_is_413_with_content_length() {
     let up = Upstream::echo("app").await;

@@ -424,7 +424,8 @@ impl ProxyHttp for Proxy {
 
     /// An upstream failed after the request was sent. An idempotent request whose body can be
     /// replayed and that has no response byte yet goes again: on a reused connection to the
-    /// same server (it was stale), else to another one. Anything else is never replayed.
+    /// same server (it was stale), else to another one, unless it timed out. Anything else is
+    /// never replayed.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -437,8 +438,16 @@ impl ProxyHttp for Proxy {
         let upstream_side = e.esource() == &pingora_error::ErrorSource::Upstream;
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
-        let retry =
-            upstream_side && replayable && ctx.upstream_status.is_none() && ctx.retries_left > 0;
+        // A slow upstream is not given the same request again (as on the fast path).
+        let timed_out = matches!(
+            e.etype(),
+            pingora_error::ErrorType::ReadTimedout | pingora_error::ErrorType::WriteTimedout
+        );
+        let retry = upstream_side
+            && replayable
+            && !timed_out
+            && ctx.upstream_status.is_none()
+            && ctx.retries_left > 0;
         if upstream_side && !client_reused {
             if let (Some(pool), Some(b)) = (&ctx.pool, &ctx.backend) {
                 pool.report_failure(b.backend());

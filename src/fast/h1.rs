@@ -221,6 +221,9 @@ async fn read_head(
     mut deadline: Option<Instant>,
     settings: &Settings,
 ) -> Option<bool> {
+    // Idle until the first byte of the next request; its head's deadline is set only if the
+    // first read did not bring the whole head (the clock is not read for nothing).
+    let mut idle = deadline.is_none();
     loop {
         if head::head_end(buf).is_some() {
             return Some(true);
@@ -232,15 +235,17 @@ async fn read_head(
             buf.reserve(READ_BUFFER);
         }
         let read = match deadline {
+            _ if idle => idle_read(conn, buf, settings.keepalive_timeout).await?,
             Some(at) => conn.timer.until(at, conn.io.read_buf(buf)).await,
-            None => idle_read(conn, buf, settings.keepalive_timeout).await?,
+            None => {
+                let at = Instant::now() + settings.header_timeout;
+                deadline = Some(at);
+                conn.timer.until(at, conn.io.read_buf(buf)).await
+            }
         };
         match read {
-            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(n)) if n > 0 => idle = false,
             _ => return None,
-        }
-        if deadline.is_none() {
-            deadline = Some(Instant::now() + settings.header_timeout);
         }
     }
 }

@@ -15,13 +15,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 struct Idle {
     stream: TcpStream,
-    since: Instant,
-    idle_timeout: Duration,
+    /// When it has idled for its `idle_timeout`.
+    expires: Instant,
 }
 
 impl Idle {
-    fn usable(&self) -> bool {
-        self.since.elapsed() < self.idle_timeout && is_open(&self.stream)
+    fn usable(&self, now: Instant) -> bool {
+        now < self.expires && is_open(&self.stream)
     }
 }
 
@@ -35,13 +35,14 @@ thread_local! {
     static IDLE: RefCell<Idles> = RefCell::default();
 }
 
-/// The most recently used idle connection to `addr` that is still open, if any.
-pub fn take(addr: SocketAddr) -> Option<TcpStream> {
+/// The most recently used idle connection to `addr` that is still open at `now`, if any.
+/// (`now` comes from the caller, which has read the clock already.)
+pub fn take(addr: SocketAddr, now: Instant) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.by_addr.get_mut(&addr)?;
         while let Some(c) = list.pop() {
-            if c.usable() {
+            if c.usable(now) {
                 return Some(c.stream);
             }
         }
@@ -49,8 +50,9 @@ pub fn take(addr: SocketAddr) -> Option<TcpStream> {
     })
 }
 
-/// Keeps `stream` for the next request to `addr`, for at most `idle_timeout`.
-pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
+/// Keeps `stream` for the next request to `addr`, for at most `idle_timeout` from `since`
+/// (when it was last used).
+pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration, since: Instant) {
     let start_sweeper = IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.by_addr.entry(addr).or_default();
@@ -59,8 +61,7 @@ pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
         }
         list.push(Idle {
             stream,
-            since: Instant::now(),
-            idle_timeout,
+            expires: since + idle_timeout,
         });
         !std::mem::replace(&mut idle.sweeping, true)
     });
@@ -82,8 +83,9 @@ async fn sweep() {
         tokio::time::sleep(SWEEP_EVERY).await;
         let done = IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
+            let now = Instant::now();
             for list in idle.by_addr.values_mut() {
-                list.retain(Idle::usable);
+                list.retain(|c| c.usable(now));
             }
             idle.by_addr.retain(|_, list| !list.is_empty());
             let done = idle.by_addr.is_empty();
@@ -115,7 +117,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
-        put(addr, client, Duration::from_secs(60));
+        put(addr, client, Duration::from_secs(60), Instant::now());
         assert_eq!(idle_count(addr), 1);
         server.shutdown().await.unwrap();
         drop(server);
@@ -123,13 +125,14 @@ mod tests {
         let mut open = true;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            open = IDLE.with(|i| i.borrow().by_addr[&addr].iter().all(Idle::usable));
+            let now = Instant::now();
+            open = IDLE.with(|i| i.borrow().by_addr[&addr].iter().all(|c| c.usable(now)));
             if !open {
                 break;
             }
         }
         assert!(!open, "the closed connection still looks open");
-        assert!(take(addr).is_none());
+        assert!(take(addr, Instant::now()).is_none());
     }
 
     #[tokio::test]
@@ -138,11 +141,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let _server = listener.accept().await.unwrap();
-        put(addr, client, Duration::ZERO);
-        assert!(take(addr).is_none());
+        put(addr, client, Duration::ZERO, Instant::now());
+        assert!(take(addr, Instant::now()).is_none());
         let client = TcpStream::connect(addr).await.unwrap();
         let _server2 = listener.accept().await.unwrap();
-        put(addr, client, Duration::from_secs(60));
-        assert!(take(addr).is_some());
+        put(addr, client, Duration::from_secs(60), Instant::now());
+        assert!(take(addr, Instant::now()).is_some());
     }
 }

@@ -572,3 +572,44 @@ async fn x_request_id_is_kept_or_generated_and_sent_both_ways() {
     generated.dedup();
     assert_eq!(generated.len(), 4, "each request gets an id of its own");
 }
+
+/// HTTP/1.1 over TLS takes the fast path too: the upstream is told `https`, the route's HSTS is
+/// added, and a request for pingora's path mid-connection (a static file) is answered through
+/// the same TLS stream, its bytes put back, before the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_http1_takes_the_fast_path_and_hands_over_through_tls() {
+    let up = keep_alive_upstream(|req| {
+        let proto = values(&req.headers, "x-forwarded-proto").join(",");
+        ok(&format!("upstream {} {proto}", req.path))
+    })
+    .await;
+    let cert = common::tls::TestCert::new(&["fast.test"]);
+    let builder = Proxy::builder()
+        .https()
+        .file("site/hello.txt", "hello from disk");
+    cert.write(&builder.dir().join("certs"), "fast");
+    let proxy = builder
+        .yaml(&format!(
+            "upstreams:\n  app:\n    servers: [{}]\n    read_timeout: 5s\n\
+             routes:\n  - {{ path: /static, static: ./site }}\n  - {{ path: /, upstream: app, hsts: true }}\n",
+            up.host_port()
+        ))
+        .start()
+        .await;
+    let mut conn = Conn::open_tls(&proxy, &cert).await;
+
+    let first = conn.get("/api/1").await;
+    assert_ok(&first, "upstream /api/1 https");
+    assert_eq!(
+        values(&first.headers, "strict-transport-security"),
+        ["max-age=31536000"]
+    );
+    assert_ok(&conn.get("/static/hello.txt").await, "hello from disk");
+    assert_ok(&conn.get("/api/3").await, "upstream /api/3 https");
+    // After the hand-over the connection stays with pingora, whose upstream pool is its own.
+    assert!(
+        up.connections() <= 2,
+        "{} upstream connections",
+        up.connections()
+    );
+}

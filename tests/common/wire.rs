@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use std::sync::Arc;
 
+use super::tls::{client_config, TestCert};
 use super::{find, Proxy, RawUpstream};
 
 /// How long a client waits for one response before the test fails.
@@ -159,8 +160,8 @@ impl Resp {
 
 /// A raw client connection to the proxy; bytes that arrive ahead of time (answers to pipelined
 /// requests) are kept for the next response.
-pub struct Conn {
-    pub s: TcpStream,
+pub struct Conn<S = TcpStream> {
+    pub s: S,
     pub buf: Vec<u8>,
 }
 
@@ -171,7 +172,28 @@ impl Conn {
             .expect("connect to the proxy");
         Conn { s, buf: Vec::new() }
     }
+}
 
+impl Conn<tokio_rustls::client::TlsStream<TcpStream>> {
+    /// HTTP/1.1 over TLS on the https listener (ALPN `http/1.1`), with SNI the first name of
+    /// `cert`, which the client trusts alone.
+    pub async fn open_tls(proxy: &Proxy, cert: &TestCert) -> Self {
+        let name = cert.names[0].clone();
+        let config = client_config(&[cert], &[b"http/1.1"]);
+        let tcp = TcpStream::connect(proxy.https_addr())
+            .await
+            .expect("connect to the https listener");
+        let server_name = rustls::pki_types::ServerName::try_from(name).expect("a DNS name");
+        let s = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await
+            .expect("TLS handshake");
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        Conn { s, buf: Vec::new() }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Conn<S> {
     pub async fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).await.expect("write to the proxy");
     }

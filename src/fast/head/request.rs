@@ -158,7 +158,12 @@ pub fn from_pingora<'a>(
     host: &'a str,
 ) -> Option<Request<'a>> {
     let target = req.uri.path_and_query()?.as_str();
-    if !target.starts_with('/') || host.is_empty() || req.method == http::Method::CONNECT {
+    // `Expect: 100-continue` waits for an interim response this path does not send.
+    if !target.starts_with('/')
+        || host.is_empty()
+        || req.method == http::Method::CONNECT
+        || req.headers.contains_key(http::header::EXPECT)
+    {
         return None;
     }
     let content_length = match req.headers.get(http::header::CONTENT_LENGTH) {
@@ -362,5 +367,35 @@ mod tests {
                 other => panic!("{why}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn http2_requests_for_pingoras_path() {
+        let req = |method: &str, path: &[u8], headers: &[(&str, &str)]| {
+            let mut r = pingora_http::RequestHeader::build(method, path, None).unwrap();
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).unwrap();
+            }
+            r
+        };
+        let post = req("POST", b"/up?x=1", &[("content-length", "12")]);
+        let got = from_pingora(&post, "h").expect("a plain POST is taken");
+        assert_eq!(
+            (got.method, got.target, got.content_length),
+            ("POST", "/up?x=1", 12)
+        );
+        let expect = req(
+            "POST",
+            b"/",
+            &[("expect", "100-continue"), ("content-length", "1")],
+        );
+        assert!(from_pingora(&expect, "h").is_none());
+        assert!(
+            from_pingora(&req("GET", b"/", &[]), "").is_none(),
+            "no host"
+        );
+        assert!(from_pingora(&req("CONNECT", b"/", &[]), "h").is_none());
+        let bad = req("POST", b"/", &[("content-length", "1x")]);
+        assert!(from_pingora(&bad, "h").is_none());
     }
 }

@@ -332,3 +332,52 @@ async fn plain_chunked_post_works_and_keeps_the_connection_in_step() {
     assert_eq!(&seen[0].body[..], b"hello world");
     assert_eq!(recorder.raw.connections(), 0);
 }
+
+/// `Connection` may name headers to drop, but never the framing: a body announced by a
+/// Content-Length that `Connection` names still reaches the upstream as this request's body,
+/// never as a request of its own. Over plain HTTP/1.1 (the fast path) and with a chunked body
+/// (pingora's path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_name_the_framing_away() {
+    let recorder = Recorder::start().await;
+    let echo = Upstream::echo("echo").await;
+    let proxy = Proxy::start(&routes(&recorder, &echo)).await;
+    let sized = format!(
+        "POST /raw/sized HTTP/1.1\r\nHost: x\r\nConnection: content-length, close\r\n\
+         Content-Length: {}\r\n\r\n{SMUGGLED}",
+        SMUGGLED.len()
+    );
+    let chunked = format!(
+        "POST /raw/chunked HTTP/1.1\r\nHost: x\r\nConnection: transfer-encoding, close\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n",
+        SMUGGLED.len()
+    );
+    // Expect sends it to pingora's path, with the Content-Length named by Connection.
+    let expecting = format!(
+        "POST /raw/expecting HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\
+         Connection: content-length, close\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
+        SMUGGLED.len()
+    );
+    for request in [sized, chunked, expecting] {
+        let (got, closed) = exchange(&proxy, request.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(raw_status(&got), 200, "{request:?}: {got}");
+        assert!(closed, "the client asked to close");
+    }
+    // Every head reached the upstream with framing, so it read the smuggled bytes as bodies
+    // (pingora's path may re-frame a sized body as chunked: also fine).
+    let seen = recorder.text().to_ascii_lowercase();
+    let sized = format!("content-length: {}", SMUGGLED.len());
+    let heads: Vec<&str> = seen
+        .split("post /raw/")
+        .skip(1)
+        .map(|r| r.split("\r\n\r\n").next().unwrap_or(""))
+        .collect();
+    assert_eq!(heads.len(), 3, "{seen:?}");
+    for head in heads {
+        let framed = head
+            .lines()
+            .any(|l| l == sized || l == "transfer-encoding: chunked");
+        assert!(framed, "a head without its framing: {head:?}");
+    }
+    assert_eq!(recorder.complete.load(Ordering::SeqCst), 3, "{seen:?}");
+}

@@ -281,6 +281,11 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
                 at(&format!("headers.{name}")),
                 "is not a valid header name",
             ));
+        } else if PER_CONNECTION.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            p.push(Problem::at(
+                at(&format!("headers.{name}")),
+                "describes one connection or the body's framing; rproxy sets it per request",
+            ));
         }
         if HeaderValue::from_str(value).is_err() {
             p.push(Problem::at(
@@ -290,6 +295,18 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
         }
     }
 }
+
+/// Headers a route may not set: each hop decides them itself.
+const PER_CONNECTION: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+];
 
 /// `example.com`, `*.example.com` or an IP address; no scheme, port or path.
 fn check_host_pattern(h: &str) -> Result<(), String> {

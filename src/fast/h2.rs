@@ -179,6 +179,9 @@ impl Downstream for Stream<'_> {
                 let _ = out.append_header(n, v);
             }
         });
+        if let Some(n) = resp.declared_length() {
+            let _ = out.append_header(http::header::CONTENT_LENGTH, n);
+        }
         if let Ok(id) = HeaderValue::from_bytes(added.request_id) {
             let _ = out.append_header("x-request-id", id);
         }

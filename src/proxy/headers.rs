@@ -21,6 +21,13 @@ pub const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Headers a `Connection` token never removes.
+const FRAMING: &[HeaderName] = &[
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::HOST,
+];
+
 /// What the client connection looked like.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientInfo<'a> {
@@ -69,6 +76,9 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        // The framing and the Host are never hop-by-hop, whatever Connection says: dropping
+        // Content-Length would make the body a second request to the upstream.
+        .filter(|n| !FRAMING.contains(n))
         .collect();
     let upgrade = keep_upgrade
         .then(|| req.headers.get(header::UPGRADE).cloned())
@@ -183,6 +193,20 @@ mod tests {
             req.headers.get("x").is_none(),
             "a header named by Connection is dropped"
         );
+    }
+
+    #[test]
+    fn connection_never_names_the_framing_away() {
+        let mut req = request(&[
+            ("host", "h"),
+            ("connection", "content-length, host, x-a"),
+            ("content-length", "3"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut req, false);
+        assert_eq!(req.headers.get("content-length").unwrap(), "3");
+        assert_eq!(req.headers.get("host").unwrap(), "h");
+        assert!(req.headers.get("x-a").is_none());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use httparse::{Header, Status};
 
 use super::{
-    connection_tokens, kind, line, named_in_connection, parse_length, push_ip, Kind, Storage,
+    connection_tokens, kind, line, named_in_connection, parse_length, push_decimal, push_ip, Kind,
+    Storage,
 };
 use crate::proxy::headers;
 use crate::routing::Route;
@@ -40,6 +41,8 @@ pub struct Request<'a> {
     pub target: &'a str,
     pub host: &'a str,
     pub content_length: u64,
+    /// The request declared a Content-Length (forwarded as `content_length`).
+    pub has_length: bool,
     /// The client asked to close after this exchange.
     pub close: bool,
     pub request_id: Option<&'a [u8]>,
@@ -102,6 +105,7 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Parsed<
         target,
         host: "",
         content_length: 0,
+        has_length: false,
         close: false,
         request_id: None,
         lines: Lines::Raw(headers, false),
@@ -147,6 +151,7 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Parsed<
             Some(n) => head.content_length = n,
             None => return Parsed::Elsewhere("malformed Content-Length"),
         }
+        head.has_length = true;
     }
     head.lines = Lines::Raw(headers, named);
     Parsed::Complete(head)
@@ -166,7 +171,8 @@ pub fn from_pingora<'a>(
     {
         return None;
     }
-    let content_length = match req.headers.get(http::header::CONTENT_LENGTH) {
+    let declared = req.headers.get(http::header::CONTENT_LENGTH);
+    let content_length = match declared {
         Some(v) => parse_length(v.as_bytes())?,
         None => 0,
     };
@@ -182,6 +188,7 @@ pub fn from_pingora<'a>(
         target,
         host,
         content_length,
+        has_length: declared.is_some(),
         close: false,
         request_id: req.headers.get("x-request-id").map(|v| v.as_bytes()),
         lines: Lines::Map(&req.headers),
@@ -198,9 +205,10 @@ pub struct Client<'a> {
 }
 
 /// Writes the request head for the upstream: the client's headers minus hop-by-hop ones (and
-/// those its `Connection` names), a Host when the client sent only `:authority`, then
-/// X-Forwarded-*, X-Real-IP, X-Request-Id and the route's headers, which replace any the client
-/// sent. Several Cookie lines (as HTTP/2 clients send them) become one (RFC 9113 8.2.3).
+/// those its `Connection` names, never Host or the framing), one normalised Content-Length, a
+/// Host when the client sent only `:authority`, then X-Forwarded-*, X-Real-IP, X-Request-Id and
+/// the route's headers, which replace any of these of the same name. Several Cookie lines (as
+/// HTTP/2 clients send them) become one (RFC 9113 8.2.3).
 pub fn write_upstream_request(
     out: &mut Vec<u8>,
     req: &Request,
@@ -212,40 +220,50 @@ pub fn write_upstream_request(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // Ours unless the route sets it.
+    let ours = |name: &str| !headers::set_by_route(route, name);
     // The client's X-Forwarded-For lines, joined in order before the client's address.
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut cookies: Vec<&[u8]> = Vec::new();
     let mut has_host = false;
     req.each(|name, value| {
-        let keep = match kind(name) {
-            Kind::Hop | Kind::Connection | Kind::Upgrade | Kind::Forwarded | Kind::RequestId => {
-                false
-            }
+        let k = kind(name);
+        let framing = matches!(k, Kind::Host | Kind::ContentLength | Kind::TransferEncoding);
+        if !framing && req.named_by_connection(name) {
+            return;
+        }
+        match k {
+            Kind::Hop
+            | Kind::Connection
+            | Kind::Upgrade
+            | Kind::Forwarded
+            | Kind::RequestId
+            | Kind::ContentLength
+            | Kind::TransferEncoding => {}
             Kind::XForwardedFor => {
                 let v = value.trim_ascii();
                 if !v.is_empty() {
                     xff.push(v);
                 }
-                false
             }
-            Kind::Cookie => {
-                cookies.push(value);
-                false
-            }
+            Kind::Cookie => cookies.push(value),
+            _ if !ours(name) => {}
             Kind::Host => {
                 has_host = true;
-                true
+                line(out, name.as_bytes(), value);
             }
-            _ => !req.named_by_connection(name),
-        };
-        if keep && !headers::set_by_route(route, name) {
-            line(out, name.as_bytes(), value);
+            _ => line(out, name.as_bytes(), value),
         }
     });
-    if !has_host {
+    if !has_host && ours("host") {
         line(out, b"host", req.host.as_bytes());
     }
-    if let Some((first, more)) = cookies.split_first() {
+    if req.has_length {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, req.content_length);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some((first, more)) = cookies.split_first().filter(|_| ours("cookie")) {
         out.extend_from_slice(b"cookie: ");
         out.extend_from_slice(first);
         for c in more {
@@ -254,21 +272,29 @@ pub fn write_upstream_request(
         }
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for v in xff {
-        out.extend_from_slice(v);
-        out.extend_from_slice(b", ");
+    if ours("x-forwarded-for") {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for v in xff {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+        push_ip(out, client.ip);
+        out.extend_from_slice(b"\r\n");
     }
-    let ip_start = out.len();
-    push_ip(out, client.ip);
-    let ip_end = out.len();
-    out.extend_from_slice(b"\r\nx-real-ip: ");
-    out.extend_from_within(ip_start..ip_end);
-    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
-    out.extend_from_slice(client.proto.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    line(out, b"x-forwarded-host", req.host.as_bytes());
-    line(out, b"x-request-id", client.request_id);
+    if ours("x-real-ip") {
+        out.extend_from_slice(b"x-real-ip: ");
+        push_ip(out, client.ip);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in [
+        ("x-forwarded-proto", client.proto.as_bytes()),
+        ("x-forwarded-host", req.host.as_bytes()),
+        ("x-request-id", client.request_id),
+    ] {
+        if ours(name) {
+            line(out, name.as_bytes(), value);
+        }
+    }
     for (name, value) in &route.headers {
         line(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -397,5 +423,43 @@ mod tests {
         assert!(from_pingora(&req("CONNECT", b"/", &[]), "h").is_none());
         let bad = req("POST", b"/", &[("content-length", "1x")]);
         assert!(from_pingora(&bad, "h").is_none());
+    }
+
+    #[test]
+    fn framing_survives_connection_and_route_headers_replace_ours() {
+        let got = request(
+            b"POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length, cookie\r\n\
+              Cookie: a=1\r\nContent-Length: 3, 3\r\n\r\nabc",
+        );
+        assert!(got.contains("content-length: 3\r\n"), "{got}");
+        assert!(!got.to_ascii_lowercase().contains("cookie"), "{got}");
+        let mut storage = super::super::storage();
+        let Parsed::Complete(req) =
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &mut storage)
+        else {
+            panic!("parses");
+        };
+        let mut route = Route::new("r".into(), "/", Target::Static(".".into()));
+        for (n, v) in [("host", "inner.svc"), ("x-forwarded-proto", "https")] {
+            route
+                .headers
+                .push((HeaderName::from_static(n), HeaderValue::from_static(v)));
+        }
+        let client = Client {
+            ip: "192.0.2.7".parse().unwrap(),
+            proto: "http",
+            request_id: b"id",
+        };
+        let mut out = Vec::new();
+        write_upstream_request(&mut out, &req, req.target, &client, &route);
+        let out = String::from_utf8(out).unwrap();
+        let hosts = out
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .count();
+        assert_eq!(hosts, 1, "{out}");
+        assert!(out.contains("host: inner.svc\r\n"), "{out}");
+        assert_eq!(out.matches("x-forwarded-proto").count(), 1, "{out}");
+        assert!(out.contains("x-forwarded-proto: https\r\n"), "{out}");
     }
 }

@@ -32,6 +32,8 @@ pub enum BadResponse {
     Unparsable,
     #[error("malformed or conflicting Content-Length")]
     Length,
+    #[error("status code below 100")]
+    Status,
 }
 
 /// Parses a response head at the start of `buf`; `Ok(None)` when more bytes are needed.
@@ -50,6 +52,9 @@ pub fn parse_response<'b, 'h>(
     let (Some(code), Some(version)) = (resp.code, resp.version) else {
         return Err(BadResponse::Unparsable);
     };
+    if code < 100 {
+        return Err(BadResponse::Status);
+    }
     let headers: &'h [Header<'b>] = resp.headers;
     let mut head = ResponseHead {
         len,
@@ -62,7 +67,7 @@ pub fn parse_response<'b, 'h>(
         has_te: false,
         named_by_connection: false,
     };
-    let mut keep_alive = false;
+    let (mut keep_alive, mut said_close) = (false, false);
     for h in headers {
         match kind(h.name) {
             Kind::ContentLength => {
@@ -85,7 +90,7 @@ pub fn parse_response<'b, 'h>(
             Kind::Connection => {
                 for token in connection_tokens(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
-                        head.close = true;
+                        said_close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive = true;
                     } else {
@@ -96,10 +101,8 @@ pub fn parse_response<'b, 'h>(
             _ => {}
         }
     }
-    // An HTTP/1.0 upstream keeps the connection only when it says so.
-    if version == 0 && keep_alive && !head.has_te {
-        head.close = false;
-    }
+    // An HTTP/1.0 upstream keeps the connection only when it says so (and `close` wins).
+    head.close = said_close || (version == 0 && (!keep_alive || head.has_te));
     Ok(Some(head))
 }
 
@@ -135,22 +138,34 @@ pub struct Added<'a> {
 
 impl<'b> ResponseHead<'b, '_> {
     /// The upstream's headers to pass on: all but hop-by-hop ones (and those its `Connection`
-    /// names), Date and X-Request-Id (rproxy sets them), a Content-Length beside a
-    /// Transfer-Encoding, and HSTS when rproxy sets it.
+    /// names, never the framing), Date and X-Request-Id (rproxy sets them), Content-Length
+    /// (see `declared_length`), and HSTS when rproxy sets it.
     pub fn each_kept(&self, hsts: bool, mut f: impl FnMut(&'b str, &'b [u8])) {
         for h in self.headers {
-            let keep = match kind(h.name) {
-                Kind::Hop | Kind::Connection | Kind::Upgrade | Kind::Date | Kind::RequestId => {
-                    false
-                }
-                Kind::ContentLength => !self.has_te,
-                Kind::Hsts => !hsts,
-                _ => !(self.named_by_connection && named_in_connection(self.headers, h.name)),
-            };
+            let k = kind(h.name);
+            let framing = matches!(k, Kind::ContentLength | Kind::TransferEncoding);
+            let named =
+                !framing && self.named_by_connection && named_in_connection(self.headers, h.name);
+            let keep = !named
+                && match k {
+                    Kind::Hop
+                    | Kind::Connection
+                    | Kind::Upgrade
+                    | Kind::Date
+                    | Kind::RequestId
+                    | Kind::ContentLength => false,
+                    Kind::Hsts => !hsts,
+                    _ => true,
+                };
             if keep {
                 f(h.name, h.value);
             }
         }
+    }
+
+    /// The Content-Length to pass on, as one value: none beside a Transfer-Encoding.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.content_length.filter(|_| !self.has_te)
     }
 }
 
@@ -165,6 +180,11 @@ pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Add
     resp.each_kept(added.hsts.is_some(), |name, value| {
         line(out, name.as_bytes(), value)
     });
+    if let Some(n) = resp.declared_length() {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
     added_lines(out, added);
     if let Some(hsts) = added.hsts {
         line(out, b"strict-transport-security", hsts.as_bytes());
@@ -233,7 +253,7 @@ mod tests {
         write_client_response(&mut out, &resp, &added);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: u\r\ndate: D\r\n\
+            "HTTP/1.1 200 OK\r\nServer: u\r\ncontent-length: 5\r\ndate: D\r\n\
              connection: keep-alive\r\nx-request-id: id\r\n\r\n"
         );
     }
@@ -266,6 +286,36 @@ mod tests {
         assert_eq!(
             framing(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"),
             Err(BadResponse::Length)
+        );
+    }
+
+    #[test]
+    fn connection_never_names_the_framing_away_and_close_wins() {
+        let head = |raw: &[u8]| {
+            let mut storage = storage();
+            let resp = parse_response(raw, &mut storage).unwrap().unwrap();
+            let mut out = Vec::new();
+            let added = Added {
+                keep_alive: true,
+                request_id: b"id",
+                hsts: None,
+                date: b"D",
+            };
+            write_client_response(&mut out, &resp, &added);
+            (String::from_utf8(out).unwrap(), resp.close)
+        };
+        let (out, _) = head(b"HTTP/1.1 200 OK\r\nConnection: content-length, x-a\r\nX-A: 1\r\nContent-Length: 2, 2\r\n\r\n");
+        assert!(out.contains("content-length: 2\r\n"), "{out}");
+        assert!(!out.to_ascii_lowercase().contains("x-a:"), "{out}");
+        let (out, _) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: transfer-encoding\r\n\r\n");
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+        let (_, close) =
+            head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n");
+        assert!(close, "close wins over keep-alive");
+        let mut storage = storage();
+        assert_eq!(
+            parse_response(b"HTTP/1.1 002 X\r\n\r\n", &mut storage).err(),
+            Some(BadResponse::Status)
         );
     }
 }

@@ -28,8 +28,9 @@ use crate::admin::{Admin, AdminService};
 use crate::config::Loaded;
 use crate::fast;
 use crate::metrics;
-use crate::proxy::{Listener, Proxy};
+use crate::proxy::Proxy;
 use crate::reload::{ReloadService, Reloader};
+use crate::request::Listener;
 use crate::routing::compile::Compiled;
 use crate::sniff;
 use crate::state::State;
@@ -94,7 +95,11 @@ impl HttpServerApp for Timed {
             c.headers_read.set(false);
             (n == 0, c.accepted)
         }) else {
-            let session = self.fast.serve_h2(session).await?;
+            let session = if self.state.peek().settings.fast_path {
+                self.fast.serve_h2(session).await?
+            } else {
+                session
+            };
             return self.inner.process_new_http(session, shutdown).await;
         };
         let rt = self.state.peek();
@@ -181,17 +186,20 @@ impl ServerApp for Edge {
             );
             return None;
         }
+        let fast = self.state.peek().settings.fast_path;
         let (stream, app) = match &self.h2c {
             // TLS: HTTP/2 (ALPN h2) goes to pingora's h2 server, HTTP/1.1 to the fast path.
             None if stream.selected_alpn_proto() == Some(ALPN::H2) => (stream, &self.h1),
-            None => return self.fast_h1(stream, accepted, shutdown).await,
+            None if fast => return self.fast_h1(stream, accepted, shutdown).await,
+            None => (stream, &self.h1),
             Some(h2c) => {
                 let deadline = self.state.peek().settings.header_timeout;
                 match sniff::sniff(stream, deadline).await {
                     (Some(s), sniff::Start::H2c) => (s, h2c),
-                    (Some(s), sniff::Start::Http1) => {
+                    (Some(s), sniff::Start::Http1) if fast => {
                         return self.fast_h1(s, accepted, shutdown).await
                     }
+                    (Some(s), sniff::Start::Http1) => (s, &self.h1),
                     _ => return None,
                 }
             }

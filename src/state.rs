@@ -21,6 +21,8 @@ pub struct Settings {
     pub max_header_size: u64,
     pub grace_period: Duration,
     pub max_connections: Option<usize>,
+    /// Requests may take rproxy's own path (`server.fast_path`).
+    pub fast_path: bool,
 }
 
 /// One compiled configuration: immutable once published.

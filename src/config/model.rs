@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// Largest request header block; above it the client gets 431.
     #[serde(default = "defaults::max_header_size")]
     pub max_header_size: Size,
+    /// rproxy's own request path for the common request (`crate::fast`); `false` sends every
+    /// request through pingora's proxy (a fallback, and how tests hold both engines to one rule).
+    #[serde(default = "defaults::fast_path")]
+    pub fast_path: bool,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             keepalive_timeout: defaults::keepalive_timeout(),
             body_timeout: defaults::body_timeout(),
             max_header_size: defaults::max_header_size(),
+            fast_path: defaults::fast_path(),
         }
     }
 }
@@ -133,6 +138,10 @@ pub struct UpstreamConfig {
     pub idle_timeout: Dur,
     #[serde(default = "defaults::retries")]
     pub retries: u32,
+    /// Idle keep-alive connections kept per server and worker thread (nginx `keepalive`); 0
+    /// closes each upstream connection after its response.
+    #[serde(default = "defaults::keepalive")]
+    pub keepalive: u32,
     /// How often `name:port` servers are resolved again.
     #[serde(default = "defaults::resolve_interval")]
     pub resolve_interval: Dur,
@@ -369,8 +378,16 @@ mod defaults {
     pub fn idle_timeout() -> Dur {
         secs(90)
     }
+    pub fn fast_path() -> bool {
+        true
+    }
     pub fn retries() -> u32 {
         2
+    }
+    /// Above the requests a thread has in flight at 1,000 client connections, so a busy pool
+    /// does not open and close a connection per request.
+    pub fn keepalive() -> u32 {
+        1024
     }
     pub fn resolve_interval() -> Dur {
         secs(5)

@@ -147,6 +147,9 @@ fn check_acme(loaded: &Loaded, acme: &AcmeConfig, p: &mut Vec<Problem>) {
     }
 }
 
+/// The most idle upstream connections a pool may keep per server and thread.
+const MAX_KEEPALIVE: u32 = 65_536;
+
 fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
     let at = |k: &str| format!("upstreams.{name}.{k}");
     if pool.servers.is_empty() {
@@ -165,6 +168,12 @@ fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
                 "must be at least 1",
             ));
         }
+    }
+    if pool.keepalive > MAX_KEEPALIVE {
+        p.push(Problem::at(
+            at("keepalive"),
+            format!("at most {MAX_KEEPALIVE} idle connections per server and thread"),
+        ));
     }
     if pool.resolve_interval.0.is_zero() {
         p.push(Problem::at(at("resolve_interval"), "must be more than 0"));

@@ -16,8 +16,11 @@ use super::body::{ChunkError, Framing, Progress};
 use super::head::{self, Added, BadResponse, Client, Request, ResponseHead};
 use super::timer::{Elapsed, Timer};
 use super::{buffers, pool, Engine, Forward, Plan};
-use crate::proxy::access::{self, Entry};
-use crate::proxy::{self, Listener, Refusal};
+use crate::request::access::{self, Entry};
+use crate::request::failure::{Attempts, Next as AfterFailure};
+use crate::request::headers::hsts;
+use crate::request::id::RequestId;
+use crate::request::{local, Failure, Listener};
 use crate::routing::Route;
 use crate::upstream::{Backend, PeerSettings, SelectKey};
 
@@ -85,38 +88,15 @@ pub(super) enum Next {
     Close,
 }
 
-/// Why an exchange did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    #[error("connect failed: {0}")]
-    Connect(std::io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
-    #[error("upstream closed or reset before responding")]
-    Reset,
-    #[error("upstream read timed out")]
-    Timeout,
-    #[error("upstream write timed out")]
-    WriteTimeout,
-    #[error("bad upstream response: {0}")]
-    Bad(#[from] BadResponse),
-    #[error("upstream response body: {0}")]
-    Chunks(#[from] ChunkError),
-    #[error("upstream ended the response early")]
-    Truncated,
-    #[error("client request body: {0}")]
-    Client(&'static str),
+impl From<BadResponse> for Failure {
+    fn from(e: BadResponse) -> Failure {
+        Failure::BadResponse(e.to_string())
+    }
 }
 
-impl Failure {
-    /// The status the client gets when nothing has been sent to it yet; 0 = none.
-    fn status(&self) -> u16 {
-        match self {
-            Failure::ConnectTimeout | Failure::Timeout | Failure::WriteTimeout => 504,
-            Failure::Client("timed out") => 408,
-            Failure::Client(_) => 0,
-            _ => 502,
-        }
+impl From<ChunkError> for Failure {
+    fn from(e: ChunkError) -> Failure {
+        Failure::BadResponse(e.to_string())
     }
 }
 
@@ -144,14 +124,8 @@ pub(super) async fn run<D: Downstream>(
     rest: u64,
     plan: Plan,
 ) -> Next {
-    let generated;
-    let id: &[u8] = match req.request_id {
-        Some(id) if proxy::usable_request_id(id) => id,
-        _ => {
-            generated = proxy::new_request_id();
-            &generated
-        }
-    };
+    let id = RequestId::of(req.request_id);
+    let id = id.as_bytes();
     let mut rec = Record {
         start: Instant::now(),
         status: 0,
@@ -166,14 +140,11 @@ pub(super) async fn run<D: Downstream>(
     // Refusals keep the connection when the whole body was read.
     let keep = !req.close && rest == 0;
     let (route, pool, next) = match plan {
-        Plan::Refuse(route, pool, Refusal::RateLimited(after)) => {
+        Plan::Refuse(route, pool, refusal) => {
+            let (status, after) = local::refusal(refusal);
             let after = after.to_string();
             let extra = [("retry-after", after.as_str())];
-            let next = local(d, req, &mut rec, 429, &extra, keep, id).await;
-            (route, pool, next)
-        }
-        Plan::Refuse(route, pool, Refusal::Busy) | Plan::NoServer(route, pool) => {
-            let next = local(d, req, &mut rec, 503, RETRY, keep, id).await;
+            let next = answer(d, req, &mut rec, status, &extra, keep, id).await;
             (route, pool, next)
         }
         Plan::Forward(fwd) => {
@@ -204,10 +175,8 @@ pub(super) async fn run<D: Downstream>(
     next
 }
 
-const RETRY: &[(&str, &str)] = &[("retry-after", "1")];
-
 /// Writes a response rproxy makes itself.
-async fn local<D: Downstream>(
+async fn answer<D: Downstream>(
     d: &mut D,
     req: &Request<'_>,
     rec: &mut Record,
@@ -263,8 +232,7 @@ async fn forward<D: Downstream>(
     head::write_upstream_request(&mut up.out, req, &target, &client, &route);
     up.out.extend_from_slice(body);
     let replayable = rest == 0 && req.is_idempotent();
-    let mut retries = pool.peer.retries;
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempts = Attempts::new(pool.peer.retries);
     let mut fresh = false;
     // The clock is read as rarely as it can be (a read costs ~30 ns here): the first attempt
     // starts with the exchange.
@@ -272,28 +240,25 @@ async fn forward<D: Downstream>(
     loop {
         let server = backend.backend().clone();
         rec.server = Some(server.clone());
-        let (failure, reused) =
-            match attempt(d, up, server.addr, &pool.peer, fresh, rest, rec).await {
-                Ok(stream) => {
-                    let head_at = Instant::now();
-                    rec.upstream_time = Some(head_at - started);
-                    server.record_success();
-                    let relay = Relay {
-                        listener: engine.listener,
-                        route: &route,
-                        peer: &pool.peer,
-                        addr: server.addr,
-                        head_at,
-                        id,
-                    };
-                    drop(rt);
-                    return relay.run(d, up, req, stream, rec).await;
-                }
-                Err(f) => f,
-            };
-        let gone = matches!(failure, Failure::Connect(_) | Failure::ConnectTimeout);
-        let again = gone || (replayable && matches!(failure, Failure::Reset));
-        if !reused && (gone || matches!(failure, Failure::Reset)) {
+        let (failure, reused) = match attempt(d, up, &server, &pool.peer, fresh, rest, rec).await {
+            Ok(stream) => {
+                let head_at = Instant::now();
+                rec.upstream_time = Some(head_at - started);
+                server.record_success();
+                let relay = Relay {
+                    listener: engine.listener,
+                    route: &route,
+                    peer: &pool.peer,
+                    server: &server,
+                    head_at,
+                    id,
+                };
+                drop(rt);
+                return relay.run(d, up, req, stream, rec).await;
+            }
+            Err(f) => f,
+        };
+        if failure.counts_against_server(reused) {
             pool.report_failure(&server);
         }
         if reused {
@@ -301,22 +266,21 @@ async fn forward<D: Downstream>(
         } else {
             tracing::warn!(upstream = %pool.name, server = %server.label, "{failure}");
         }
-        if !again || retries == 0 {
-            return fail(d, req, rec, failure, id).await;
-        }
-        retries -= 1;
         started = Instant::now();
-        // A stale pooled connection: the same server again, on a new connection.
-        fresh = reused;
-        if !reused {
-            tried.push(server.addr);
-            let key = SelectKey {
-                client_ip: Some(d.ip()),
-                uri: req.target,
-            };
-            match pool.select(&key, &tried) {
-                Some(next) => backend = next.begin(),
-                None => return fail(d, req, rec, failure, id).await,
+        match attempts.after(&failure, server.addr, replayable, reused) {
+            AfterFailure::Stop => return fail(d, req, rec, failure, id).await,
+            // A stale pooled connection: the same server again, on a new connection.
+            AfterFailure::Again => fresh = true,
+            AfterFailure::Elsewhere => {
+                fresh = false;
+                let key = SelectKey {
+                    client_ip: Some(d.ip()),
+                    uri: req.target,
+                };
+                match pool.select(&key, attempts.tried()) {
+                    Some(next) => backend = next.begin(),
+                    None => return fail(d, req, rec, failure, id).await,
+                }
             }
         }
     }
@@ -333,7 +297,7 @@ async fn fail<D: Downstream>(
     let status = failure.status();
     rec.error = Some(failure);
     if status != 0 {
-        local(d, req, rec, status, &[], false, id).await;
+        answer(d, req, rec, status, &[], false, id).await;
     }
     Next::Close
 }
@@ -343,7 +307,7 @@ async fn fail<D: Downstream>(
 async fn attempt<D: Downstream>(
     d: &mut D,
     up: &mut UpSide,
-    addr: SocketAddr,
+    server: &Arc<Backend>,
     peer: &PeerSettings,
     fresh: bool,
     rest: u64,
@@ -352,12 +316,12 @@ async fn attempt<D: Downstream>(
     let pooled = if fresh {
         None
     } else {
-        pool::take(addr, rec.start)
+        pool::take(server, rec.start)
     };
     let reused = pooled.is_some();
     let mut stream = match pooled {
         Some(s) => s,
-        None => connect(&mut up.timer, addr, peer.connect_timeout)
+        None => connect(&mut up.timer, server.addr, peer.connect_timeout)
             .await
             .map_err(|f| (f, false))?,
     };
@@ -383,7 +347,7 @@ async fn connect(
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(e)) => Err(Failure::Connect(e)),
+        Ok(Err(e)) => Err(Failure::Connect(e.to_string())),
         Err(Elapsed) => Err(Failure::ConnectTimeout),
     }
 }
@@ -447,7 +411,7 @@ async fn read_response_head(
             return Ok(());
         }
         if up.buf.len() > MAX_RESPONSE_HEAD {
-            return Err(Failure::Bad(BadResponse::Unparsable));
+            return Err(BadResponse::Unparsable.into());
         }
     }
 }
@@ -474,7 +438,7 @@ struct Relay<'a> {
     listener: Listener,
     route: &'a Route,
     peer: &'a PeerSettings,
-    addr: SocketAddr,
+    server: &'a Arc<Backend>,
     /// When the response head arrived: the connection's last use, for the idle pool.
     head_at: Instant,
     id: &'a [u8],
@@ -504,7 +468,7 @@ impl Relay<'_> {
             Ok(Some(s)) => s,
             Ok(None) => return Next::Close,
             Err(f) => {
-                tracing::warn!(server = %self.addr, "{f}");
+                tracing::warn!(server = %self.server.label, "{f}");
                 return fail(d, req, rec, f, self.id).await;
             }
         };
@@ -531,7 +495,7 @@ impl Relay<'_> {
                 match body_part(&mut s.progress, &up.buf[..n], D::DECODES, &mut up.decoded) {
                     Ok(part) => part,
                     Err(e) => {
-                        rec.error = Some(Failure::Chunks(e));
+                        rec.error = Some(e.into());
                         d.abort();
                         return Next::Close;
                     }
@@ -544,7 +508,11 @@ impl Relay<'_> {
             rec.bytes_out += data.len();
         }
         if done && s.clean && !s.upstream_close {
-            pool::put(self.addr, stream, self.peer.idle_timeout, self.head_at);
+            let keep = pool::Keep {
+                idle_timeout: self.peer.idle_timeout,
+                max: self.peer.keepalive,
+            };
+            pool::put(self.server, stream, keep, self.head_at);
         }
         if s.keep && done {
             Next::KeepAlive
@@ -565,17 +533,16 @@ impl Relay<'_> {
     ) -> Result<Option<Started>, Failure> {
         loop {
             let mut storage = head::storage();
-            let resp = head::parse_response(&up.buf, &mut storage)?
-                .ok_or(Failure::Bad(BadResponse::Unparsable))?;
+            let resp =
+                head::parse_response(&up.buf, &mut storage)?.ok_or(BadResponse::Unparsable)?;
             if resp.code == 101 {
-                return Err(Failure::Bad(BadResponse::Unparsable));
+                return Err(BadResponse::Unparsable.into());
             }
             if resp.code >= 200 {
                 let framing = resp.framing(req.is_head());
                 let keep = !req.close && framing != Framing::UntilClose && !d.draining();
                 let date = pingora_core::protocols::http::date::get_cached_date();
-                let hsts = (self.listener == Listener::Https && self.route.hsts)
-                    .then_some(crate::proxy::static_files::HSTS);
+                let hsts = hsts(self.listener, self.route);
                 let added = Added {
                     keep_alive: keep,
                     request_id: self.id,

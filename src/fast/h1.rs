@@ -11,11 +11,12 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::exchange::{self, Downstream, Failure, Next, UpSide};
+use super::exchange::{self, Downstream, Next, UpSide};
 use super::head::{self, Added, Parsed, Request, ResponseHead};
 use super::replay::Replayed;
 use super::timer::{Elapsed, Timer};
 use super::{Engine, PREREAD_BODY};
+use crate::request::Failure;
 use crate::state::Settings;
 
 /// The client read buffer's size.
@@ -106,6 +107,10 @@ impl Engine {
                 let (step, used) = self.dispatch(conn, up, &req, buf).await;
                 buf.advance(used);
                 return step;
+            }
+            // A request pingora's path answers (e.g. 413) goes there before its body is read.
+            if self.route(&req).is_none() {
+                return Step::Elsewhere;
             }
             whole as usize
         };
@@ -198,8 +203,8 @@ impl Downstream for Conn {
             .await
         {
             Ok(Ok(n)) if n > 0 => Ok(n),
-            Ok(_) => Err(Failure::Client("closed early")),
-            Err(Elapsed) => Err(Failure::Client("timed out")),
+            Ok(_) => Err(Failure::ClientGone("closed early")),
+            Err(Elapsed) => Err(Failure::ClientTimeout),
         }
     }
 }

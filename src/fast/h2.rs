@@ -6,14 +6,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::exchange::{self, Downstream, Failure, UpSide};
+use super::exchange::{self, Downstream, UpSide};
 use super::head::{self, Added, ResponseHead};
 use super::{Engine, PREREAD_BODY};
-use crate::proxy::{self, respond};
+use crate::request::headers::{request_host, HeaderSink};
+use crate::request::{local, Failure};
 
 /// How long a client may keep a response waiting by not reading it.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,7 +40,7 @@ impl Engine {
         let no_body = session.is_body_empty();
         let routed = {
             let req = session.req_header();
-            let Some(request) = head::from_pingora(req, proxy::request_host(req)) else {
+            let Some(request) = head::from_pingora(req, request_host(req)) else {
                 return Some(session);
             };
             let sized = req.headers.contains_key(http::header::CONTENT_LENGTH);
@@ -57,7 +57,7 @@ impl Engine {
             return Some(session);
         };
         let header = std::mem::replace(session.req_header_mut(), placeholder);
-        let req = head::from_pingora(&header, proxy::request_host(&header))?;
+        let req = head::from_pingora(&header, request_host(&header))?;
         let body_timeout = routed.rt.settings.body_timeout;
         session.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let body = if no_body {
@@ -133,28 +133,22 @@ impl Downstream for Stream<'_> {
         added: &Added<'_>,
         head_only: bool,
     ) -> bool {
-        let text = respond::error_text(status);
-        let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(3 + extra.len())) else {
+        let text = local::text(status);
+        let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(4 + extra.len())) else {
             return false;
         };
-        let mut ok = resp
-            .append_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .is_ok();
-        ok &= resp
-            .append_header(http::header::CONTENT_LENGTH, text.len())
-            .is_ok();
-        for (name, value) in extra {
-            ok &= resp.append_header(name.to_string(), *value).is_ok();
-        }
-        if let Ok(id) = HeaderValue::from_bytes(added.request_id) {
-            ok &= resp.append_header("x-request-id", id).is_ok();
-        }
+        let lines = crate::request::headers::Added {
+            request_id: added.request_id,
+            hsts: added.hsts,
+            date: b"",
+        };
+        local::head_lines(status, text.len(), extra, &lines, &mut resp);
         let body = if head_only {
             Bytes::new()
         } else {
             Bytes::from(text)
         };
-        ok && self.send(resp, body, true).await
+        self.send(resp, body, true).await
     }
 
     async fn head(
@@ -167,27 +161,7 @@ impl Downstream for Stream<'_> {
         let Ok(mut out) = ResponseHeader::build_no_case(resp.code, Some(16)) else {
             return false;
         };
-        resp.each_kept(added.hsts.is_some(), |name, value| {
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                return;
-            }
-            // A field HTTP/2 cannot carry is dropped rather than failing the response.
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(value),
-            ) {
-                let _ = out.append_header(n, v);
-            }
-        });
-        if let Some(n) = resp.declared_length() {
-            let _ = out.append_header(http::header::CONTENT_LENGTH, n);
-        }
-        if let Ok(id) = HeaderValue::from_bytes(added.request_id) {
-            let _ = out.append_header("x-request-id", id);
-        }
-        if let Some(hsts) = added.hsts {
-            let _ = out.append_header(http::header::STRICT_TRANSPORT_SECURITY, hsts);
-        }
+        resp.forward(added, &mut H2Lines(&mut out));
         self.send(out, Bytes::copy_from_slice(first), end).await
     }
 
@@ -203,7 +177,9 @@ impl Downstream for Stream<'_> {
 
     async fn read_body(&mut self, _buf: &mut BytesMut, _max: usize) -> Result<usize, Failure> {
         // HTTP/2 bodies are read whole before an exchange starts.
-        Err(Failure::Client("not streamed"))
+        Err(Failure::ClientBad(
+            "an HTTP/2 body is not streamed here".into(),
+        ))
     }
 
     /// Resets the stream, so the client does not take the cut-off body as whole.
@@ -212,6 +188,17 @@ impl Downstream for Stream<'_> {
             s.shutdown();
         }
         self.aborted = true;
+    }
+}
+
+/// Response lines for an HTTP/2 client: Transfer-Encoding has no place there (RFC 9113 8.2.2).
+struct H2Lines<'a>(&'a mut ResponseHeader);
+
+impl HeaderSink for H2Lines<'_> {
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        if !name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.0.header(name, value);
+        }
     }
 }
 

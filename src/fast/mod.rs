@@ -3,7 +3,8 @@
 //! and its response relayed, for a fraction of the work of pingora's general proxy. HTTP/1.1
 //! connections (plain or TLS) are read by `h1.rs`; HTTP/2 streams, which pingora has already
 //! parsed, by `h2.rs`. Anything else (static files, WebSocket, chunked or unsized uploads, redirects,
-//! ACME, every 4xx that pingora words) goes to pingora's proxy untouched.
+//! ACME, every 4xx that pingora words) goes to pingora's proxy untouched. Every decision about
+//! the request is `crate::request`'s; this module reads and writes the bytes.
 
 pub mod body;
 mod buffers;
@@ -20,7 +21,8 @@ use std::sync::Arc;
 
 pub use h1::Left;
 
-use crate::proxy::{self, Listener, Refusal};
+use crate::request::limits::{self, Refusal};
+use crate::request::Listener;
 use crate::routing::{InflightGuard, Route, Target};
 use crate::state::{Runtime, State};
 use crate::upstream::{ActiveGuard, Pool, SelectKey};
@@ -55,7 +57,6 @@ struct Forward {
 /// What `admit` decided.
 enum Plan {
     Refuse(Arc<Route>, Arc<Pool>, Refusal),
-    NoServer(Arc<Route>, Arc<Pool>),
     Forward(Forward),
 }
 
@@ -65,9 +66,9 @@ impl Engine {
     fn route(&self, req: &Request) -> Option<Routed> {
         let rt = self.state.runtime();
         let path = req.path();
-        if req.len as u64 > rt.settings.max_header_size
-            || proxy::redirect_port(self.listener, &rt, req.host, path).is_some()
-            || proxy::is_acme_challenge(self.listener, &rt, path)
+        if limits::head_too_large(req.len, &rt.settings)
+            || limits::redirect_port(self.listener, &rt, req.host, path).is_some()
+            || limits::is_acme_challenge(self.listener, &rt, path)
         {
             return None;
         }
@@ -75,7 +76,7 @@ impl Engine {
         let Target::Upstream(pool) = &route.target else {
             return None;
         };
-        if req.content_length > route.max_body {
+        if limits::body_too_large(req.content_length, &route) {
             return None;
         }
         let pool = pool.clone();
@@ -85,7 +86,7 @@ impl Engine {
     /// Applies the route's limits and picks a server: from here on the request is ours.
     fn admit(&self, routed: Routed, req: &Request, ip: IpAddr) -> Plan {
         let Routed { rt, route, pool } = routed;
-        let inflight = match proxy::admission(&route, Some(ip)) {
+        let inflight = match limits::admission(&route, Some(ip)) {
             Ok(guard) => guard,
             Err(refusal) => return Plan::Refuse(route, pool, refusal),
         };
@@ -95,7 +96,7 @@ impl Engine {
         };
         let Some(backend) = pool.select(&key, &[]) else {
             tracing::warn!(route = %route.name, upstream = %pool.name, "no healthy server");
-            return Plan::NoServer(route, pool);
+            return Plan::Refuse(route, pool, Refusal::NoServer);
         };
         Plan::Forward(Forward {
             rt,

@@ -1,8 +1,15 @@
-//! Per-request state carried between the pingora phases of one request.
+//! Per-request state carried between the pingora phases of one request, and its access-log
+//! record when it ends.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use pingora_error::Error;
+use pingora_proxy::Session;
+
+use crate::request::access::{self, Entry};
+use crate::request::failure::Attempts;
+use crate::request::headers::request_host;
 use crate::routing::{InflightGuard, Route};
 use crate::state::Runtime;
 use crate::upstream::{ActiveGuard, Pool};
@@ -17,9 +24,8 @@ pub struct Ctx {
     pub pool: Option<Arc<Pool>>,
     /// The server the current attempt goes to, counted as in flight while held.
     pub backend: Option<ActiveGuard>,
-    /// Servers already tried (retries go elsewhere).
-    pub tried: Vec<std::net::SocketAddr>,
-    pub retries_left: u32,
+    /// The retry budget and the servers that failed this request.
+    pub attempts: Attempts,
     pub body_bytes: u64,
     pub upstream_status: Option<u16>,
     /// The status a response written by rproxy itself carried.
@@ -40,8 +46,7 @@ impl Default for Ctx {
             route: None,
             pool: None,
             backend: None,
-            tried: Vec::new(),
-            retries_left: 0,
+            attempts: Attempts::default(),
             body_bytes: 0,
             upstream_status: None,
             local_status: None,
@@ -65,5 +70,32 @@ impl Ctx {
 
     pub fn pool_name(&self) -> &str {
         self.pool.as_ref().map_or("", |p| p.name.as_str())
+    }
+
+    /// Metrics and the access-log line of the request, as it ends.
+    pub fn log(&self, session: &Session, e: Option<&Error>) {
+        let req = session.req_header();
+        let error = e.map(|e| e as &dyn std::fmt::Display);
+        access::log(&Entry {
+            client: super::client_ip(session),
+            method: req.method.as_str(),
+            host: request_host(req),
+            path: req.uri.path(),
+            status: session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .or(self.local_status)
+                .unwrap_or(0),
+            route: self.route_name(),
+            upstream: self.pool_name(),
+            server: self.backend.as_ref().map(|b| b.backend().label.as_str()),
+            upstream_status: self.upstream_status,
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            upstream_time: self.upstream_header,
+            elapsed: self.start.elapsed(),
+            request_id: self.request_id_str(),
+            error,
+        });
     }
 }

@@ -2,10 +2,7 @@
 //! runtime once, is routed, then either answered locally (redirect, static file, error),
 //! tunnelled (WebSocket), or forwarded to a healthy server of its route's pool.
 
-pub mod access;
 mod ctx;
-mod decide;
-pub mod framing;
 pub mod headers;
 pub mod respond;
 pub(crate) mod static_files;
@@ -16,54 +13,29 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
+use http::header::HeaderValue;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::Ctx;
-pub(crate) use decide::{
-    admission, is_acme_challenge, new_request_id, redirect_port, usable_request_id, Refusal,
-};
 
+use crate::request::failure::{Attempts, Next};
+use crate::request::framing::{request_framing, RawHead};
+use crate::request::headers::{self as rules, request_host};
+use crate::request::id::RequestId;
+use crate::request::limits::{self, Refusal, ACME_CHALLENGE};
+use crate::request::{local, Failure, Listener};
 use crate::routing::{Route, Target};
 use crate::state::{Runtime, State};
 use crate::upstream::SelectKey;
-use headers::ClientInfo;
-
-/// Where ACME HTTP-01 challenges are answered; never redirected.
-pub(crate) const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
-
-/// Which listener a proxy instance serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    Http,
-    Https,
-}
-
-impl Listener {
-    pub fn proto(self) -> &'static str {
-        match self {
-            Listener::Http => "http",
-            Listener::Https => "https",
-        }
-    }
-}
+use headers::Client;
 
 /// The proxy logic of one listener.
 pub struct Proxy {
     pub listener: Listener,
     pub state: Arc<State>,
-}
-
-/// The Host header, or the :authority of an HTTP/2 request.
-pub(crate) fn request_host(req: &RequestHeader) -> &str {
-    req.headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
 }
 
 pub(crate) fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -83,35 +55,19 @@ fn head_size(req: &RequestHeader) -> usize {
         .sum::<usize>()
 }
 
-/// The client's `X-Request-Id` when it is short and printable, else a new random one.
+/// The client's `X-Request-Id` when it is usable, else a new one.
 fn request_id(req: &RequestHeader) -> HeaderValue {
-    match req.headers.get("x-request-id") {
-        Some(id) if usable_request_id(id.as_bytes()) => id.clone(),
-        // Hex digits are always a valid header value.
-        _ => HeaderValue::from_bytes(&new_request_id())
-            .unwrap_or_else(|_| HeaderValue::from_static("0")),
-    }
+    let given = req.headers.get("x-request-id").map(HeaderValue::as_bytes);
+    // A usable id and hex digits are always valid header values.
+    HeaderValue::from_bytes(RequestId::of(given).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// The Host header, or the :authority of an HTTP/2 request, as a value to forward.
-fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
-    match req.headers.get(HOST) {
-        Some(v) => Some(v.clone()),
-        None => req
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
-}
-
-fn content_length(req: &RequestHeader) -> Option<u64> {
-    req.headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// Why an HTTP/1 request's framing is refused, if it is (read from the raw head: pingora drops
+/// the Content-Length of a CL+TE request before our filters run).
+fn framing_problem(session: &Session) -> Option<crate::request::framing::BadFraming> {
+    let h1 = session.as_downstream().as_http1()?;
+    request_framing(&RawHead(&h1.get_headers_raw_bytes())).err()
 }
 
 impl Proxy {
@@ -124,24 +80,16 @@ impl Proxy {
         extra: &[(&str, &str)],
     ) -> Result<bool> {
         ctx.local_status = Some(status);
-        let mut headers = extra.to_vec();
-        headers.push(("x-request-id", ctx.request_id_str()));
-        respond::send(session, status, &headers).await?;
+        respond::send(session, status, extra, ctx.request_id_str()).await?;
         Ok(true)
     }
 
     /// The 308 to https for a routed host on the plain listener, if it applies.
     fn redirect_target(&self, rt: &Runtime, req: &RequestHeader) -> Option<String> {
         let host = request_host(req);
-        let port = redirect_port(self.listener, rt, host, req.uri.path())?;
-        let name = crate::routing::strip_port(host);
-        let authority = if port == 443 {
-            name.to_string()
-        } else {
-            format!("{name}:{port}")
-        };
+        let port = limits::redirect_port(self.listener, rt, host, req.uri.path())?;
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        Some(format!("https://{authority}{target}"))
+        Some(limits::redirect_location(host, port, target))
     }
 
     /// An HTTP-01 validation request on the plain listener: `Some(answer)` (`None` inside when
@@ -150,7 +98,7 @@ impl Proxy {
         let acme = rt
             .acme
             .as_ref()
-            .filter(|_| is_acme_challenge(self.listener, rt, req.uri.path()))?;
+            .filter(|_| limits::is_acme_challenge(self.listener, rt, req.uri.path()))?;
         let token = req.uri.path().strip_prefix(ACME_CHALLENGE)?;
         Some(crate::acme::http01_answer(acme, token))
     }
@@ -165,7 +113,7 @@ impl Proxy {
             return self.local(session, ctx, 404, &[]).await;
         };
         ctx.local_status = Some(200);
-        respond::send_body(session, 200, "application/octet-stream", body.into(), &[]).await?;
+        respond::send_body(session, 200, "application/octet-stream", body.into()).await?;
         Ok(true)
     }
 
@@ -179,9 +127,8 @@ impl Proxy {
             client_ip: client_ip(session),
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         };
-        match pool.select(&key, &ctx.tried) {
+        match pool.select(&key, ctx.attempts.tried()) {
             Some(backend) => {
-                ctx.tried.push(backend.addr);
                 ctx.backend = Some(backend.begin());
                 true
             }
@@ -196,23 +143,14 @@ impl Proxy {
         ctx: &mut Ctx,
         route: &Arc<Route>,
     ) -> Result<Option<bool>> {
-        match admission(route, client_ip(session)) {
+        match limits::admission(route, client_ip(session)) {
             Ok(guard) => ctx.inflight = Some(guard),
-            Err(Refusal::RateLimited(retry_after)) => {
-                let retry_after = retry_after.to_string();
-                return self
-                    .local(session, ctx, 429, &[("retry-after", &retry_after)])
-                    .await
-                    .map(Some);
-            }
-            Err(Refusal::Busy) => {
-                return self
-                    .local(session, ctx, 503, &[("retry-after", "1")])
-                    .await
-                    .map(Some);
-            }
+            Err(refusal) => return self.refuse(session, ctx, refusal).await.map(Some),
         }
-        if content_length(session.req_header()).is_some_and(|len| len > route.max_body) {
+        let declared = rules::content_length(&session.req_header().headers)
+            .ok()
+            .flatten();
+        if declared.is_some_and(|len| limits::body_too_large(len, route)) {
             session.set_keepalive(None);
             return self
                 .local(session, ctx, 413, &[("connection", "close")])
@@ -220,6 +158,14 @@ impl Proxy {
                 .map(Some);
         }
         Ok(None)
+    }
+
+    /// Answers a request a limit refused.
+    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, refusal: Refusal) -> Result<bool> {
+        let (status, after) = local::refusal(refusal);
+        let after = after.to_string();
+        self.local(session, ctx, status, &[("retry-after", &after)])
+            .await
     }
 
     /// Sends the request to the pool, or tunnels it when it is a WebSocket upgrade.
@@ -231,7 +177,7 @@ impl Proxy {
     ) -> Result<bool> {
         if !self.pick(session, ctx) {
             tracing::warn!(route = %route.name, upstream = %ctx.pool_name(), "no healthy server");
-            return self.local(session, ctx, 503, &[("retry-after", "1")]).await;
+            return self.refuse(session, ctx, Refusal::NoServer).await;
         }
         if route.websocket && session.is_upgrade_req() {
             return self.websocket(session, ctx, route).await;
@@ -251,8 +197,7 @@ impl Proxy {
         let Some(pool) = ctx.pool.clone() else {
             return Ok(false);
         };
-        let mut req = session.req_header().clone();
-        self.rewrite(session, &mut req, route, true, &ctx.request_id)?;
+        let head = headers::handshake(session.req_header(), &self.client(session, ctx), route);
         let timeouts = websocket::Timeouts {
             connect: pool.peer.connect_timeout,
             handshake: pool.peer.read_timeout,
@@ -263,7 +208,7 @@ impl Proxy {
             let Some(backend) = ctx.backend.as_ref().map(|b| b.backend().clone()) else {
                 return self.local(session, ctx, 502, &[]).await;
             };
-            match websocket::connect(backend.addr, &req, timeouts).await {
+            match websocket::connect(backend.addr, &head, timeouts).await {
                 Ok(stream) => {
                     let status = websocket::relay(session, stream, &route.name, timeouts).await;
                     let status = status.unwrap_or_else(|e| {
@@ -279,41 +224,49 @@ impl Proxy {
                 Err(e) => {
                     tracing::warn!(server = %backend.label, "WebSocket connect failed: {e}");
                     ctx.backend = None;
-                    if ctx.retries_left == 0 || !self.pick(session, ctx) {
-                        return self.local(session, ctx, 502, &[]).await;
+                    let failure = Failure::from_pingora(&e);
+                    let next = ctx.attempts.after(&failure, backend.addr, false, false);
+                    if next == Next::Stop || !self.pick(session, ctx) {
+                        return self.local(session, ctx, failure.status(), &[]).await;
                     }
-                    ctx.retries_left -= 1;
                 }
             }
         }
     }
 
-    /// Applies path stripping and forwarding headers to a request bound upstream.
-    fn rewrite(
+    /// Counts `failure` against the current server when it should, and decides whether the
+    /// request goes again; for another server, `ctx.backend` is left empty for the next pick.
+    fn after_failure(
         &self,
-        session: &Session,
-        req: &mut RequestHeader,
-        route: &Route,
-        upgrade: bool,
-        request_id: &HeaderValue,
-    ) -> Result<()> {
-        req.insert_header("x-request-id", request_id.clone())?;
-        if route.strip_prefix {
-            let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            let stripped = route.upstream_path(pq).into_owned();
-            let uri = stripped
-                .parse::<http::Uri>()
-                .map_err(|_| respond::http_error(400, "bad path after strip_prefix"))?;
-            req.set_uri(uri);
-        }
-        let host = host_value(session.req_header());
-        let client = ClientInfo {
-            ip: client_ip(session),
-            proto: self.listener.proto(),
-            host: host.as_ref(),
-            upgrade,
+        ctx: &mut Ctx,
+        failure: &Failure,
+        replayable: bool,
+        reused: bool,
+    ) -> bool {
+        let (Some(pool), Some(b)) = (ctx.pool.clone(), ctx.backend.as_ref()) else {
+            return false;
         };
-        headers::rewrite_request(req, &client, route)
+        let server = b.backend().clone();
+        if failure.counts_against_server(reused) {
+            pool.report_failure(&server);
+        }
+        match ctx.attempts.after(failure, server.addr, replayable, reused) {
+            Next::Stop => false,
+            Next::Again => true,
+            Next::Elsewhere => {
+                ctx.backend = None;
+                true
+            }
+        }
+    }
+
+    /// What the request forwarded for `session` says about its client.
+    fn client<'a>(&self, session: &Session, ctx: &'a Ctx) -> Client<'a> {
+        Client {
+            ip: client_ip(session),
+            listener: self.listener,
+            request_id: ctx.request_id.as_bytes(),
+        }
     }
 }
 
@@ -338,14 +291,14 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.state.runtime();
         ctx.runtime = Some(rt.clone());
-        if let Some(why) = framing::problem(session) {
+        if let Some(why) = framing_problem(session) {
             tracing::warn!(client = ?client_ip(session), "refused: {why}");
             session.set_keepalive(None);
             return self
                 .local(session, ctx, 400, &[("connection", "close")])
                 .await;
         }
-        if head_size(session.req_header()) as u64 > rt.settings.max_header_size {
+        if limits::head_too_large(head_size(session.req_header()), &rt.settings) {
             session.set_keepalive(None);
             return self
                 .local(session, ctx, 431, &[("connection", "close")])
@@ -371,7 +324,7 @@ impl ProxyHttp for Proxy {
             Target::Static(dir) => {
                 let path = session.req_header().uri.path().to_string();
                 let rel = path.get(route.prefix.len()..).unwrap_or("");
-                let hsts = route.hsts && self.listener == Listener::Https;
+                let hsts = rules::hsts(self.listener, &route).is_some();
                 let status =
                     static_files::serve(session, dir, rel, ctx.request_id_str(), hsts).await?;
                 ctx.local_status = Some(status);
@@ -379,7 +332,7 @@ impl ProxyHttp for Proxy {
             }
             Target::Upstream(pool) => {
                 ctx.pool = Some(pool.clone());
-                ctx.retries_left = pool.peer.retries;
+                ctx.attempts = Attempts::new(pool.peer.retries);
                 self.forward(session, ctx, &route).await
             }
         }
@@ -403,8 +356,8 @@ impl ProxyHttp for Proxy {
         Ok(Box::new(peer))
     }
 
-    /// Nothing was sent on a failed connect, so any method may go to another server while
-    /// `retries` lasts. The failure counts toward passive ejection.
+    /// A connect failed: it counts against the server, and the request goes to another one
+    /// while `retries` lasts (`crate::request::failure` decides).
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -413,19 +366,14 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         tracing::warn!(upstream = %ctx.pool_name(), server = %peer, "connect failed: {e}");
-        if let (Some(pool), Some(b)) = (&ctx.pool, ctx.backend.take()) {
-            pool.report_failure(b.backend());
-        }
-        let retry = ctx.retries_left > 0;
-        ctx.retries_left = ctx.retries_left.saturating_sub(1);
+        let retry = self.after_failure(ctx, &Failure::from_pingora(&e), false, false);
         e.set_retry(retry);
         e
     }
 
-    /// An upstream failed after the request was sent. An idempotent request whose body can be
-    /// replayed and that has no response byte yet goes again: on a reused connection to the
-    /// same server (it was stale), else to another one, unless it timed out. Anything else is
-    /// never replayed.
+    /// An upstream failed after the request was sent: whether it counts against the server and
+    /// goes again is `crate::request::failure`'s decision. A request can be replayed when it is
+    /// idempotent, its body is held whole and no response byte has come.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -435,30 +383,15 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let upstream_side = e.esource() == &pingora_error::ErrorSource::Upstream;
+        if e.esource() != &pingora_error::ErrorSource::Upstream {
+            e.set_retry(false);
+            return e;
+        }
         let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
-        // A slow upstream is not given the same request again (as on the fast path).
-        let timed_out = matches!(
-            e.etype(),
-            pingora_error::ErrorType::ReadTimedout | pingora_error::ErrorType::WriteTimedout
-        );
-        let retry = upstream_side
-            && replayable
-            && !timed_out
-            && ctx.upstream_status.is_none()
-            && ctx.retries_left > 0;
-        if upstream_side && !client_reused {
-            if let (Some(pool), Some(b)) = (&ctx.pool, &ctx.backend) {
-                pool.report_failure(b.backend());
-            }
-        }
-        if retry {
-            ctx.retries_left -= 1;
-            if !client_reused {
-                ctx.backend = None;
-            }
-        }
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.upstream_status.is_none();
+        let failure = Failure::from_pingora(&e);
+        let retry = self.after_failure(ctx, &failure, replayable, client_reused);
         e.set_retry(retry);
         e
     }
@@ -473,7 +406,8 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        self.rewrite(session, req, &route, false, &ctx.request_id)
+        *req = headers::upstream_request(session.req_header(), &self.client(session, ctx), &route)?;
+        Ok(())
     }
 
     /// Counts body bytes against `max_body` (413) and works around pingora #935 (an empty final
@@ -492,14 +426,15 @@ impl ProxyHttp for Proxy {
             }
         }
         match &ctx.route {
-            Some(route) if ctx.body_bytes > route.max_body => {
+            Some(route) if limits::body_too_large(ctx.body_bytes, route) => {
                 Err(respond::http_error(413, "request body over max_body"))
             }
             _ => Ok(()),
         }
     }
 
-    /// Records the upstream status and adds HSTS on https routes that ask for it.
+    /// Records the upstream status; the client's head is the shared rule's
+    /// (`crate::request::headers::forward_response`).
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -511,27 +446,26 @@ impl ProxyHttp for Proxy {
             b.backend().record_success();
         }
         ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-        if self.listener == Listener::Https && ctx.route.as_ref().is_some_and(|r| r.hsts) {
-            resp.insert_header("strict-transport-security", static_files::HSTS)?;
-        }
+        let date = pingora_core::protocols::http::date::get_cached_date();
+        let added = rules::Added {
+            request_id: ctx.request_id.as_bytes(),
+            hsts: ctx
+                .route
+                .as_ref()
+                .and_then(|r| rules::hsts(self.listener, r)),
+            date: date.as_bytes(),
+        };
+        *resp = headers::client_response(resp, &added)?;
         Ok(())
     }
 
-    /// Maps a failure to the status the client gets (one place: `respond::status_for`).
+    /// Answers a failure with the status `crate::request::Failure` gives it.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code = respond::status_for(e);
+        let code = Failure::from_pingora(e).status();
         // The connection is not reused after a failure: say so in the answer.
         session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
-            let extra: &[(&str, &str)] = if code == 503 {
-                &[("retry-after", "1")]
-            } else {
-                &[]
-            };
-            let mut headers = extra.to_vec();
-            headers.push(("x-request-id", ctx.request_id_str()));
-            if let Err(we) = respond::send(session, code, &headers).await {
+            if let Err(we) = respond::send(session, code, &[], ctx.request_id_str()).await {
                 tracing::debug!("cannot send the error response: {we}");
             }
         }
@@ -544,32 +478,6 @@ impl ProxyHttp for Proxy {
 
     /// Metrics and the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        access::record(session, e, ctx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn new_request_ids_are_32_hex_digits_and_differ() {
-        let a = request_id(&RequestHeader::build("GET", b"/", None).unwrap());
-        let b = new_request_id();
-        assert_eq!(a.len(), 32);
-        assert_ne!(a.as_bytes(), &b[..]);
-        assert!(a
-            .as_bytes()
-            .iter()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-    }
-
-    #[test]
-    fn a_printable_client_request_id_is_kept() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("x-request-id", "abc-123").unwrap();
-        assert_eq!(request_id(&req), "abc-123");
-        req.insert_header("x-request-id", "has space").unwrap();
-        assert_eq!(request_id(&req).len(), 32);
+        ctx.log(session, e);
     }
 }

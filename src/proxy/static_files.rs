@@ -12,9 +12,9 @@ use pingora_proxy::Session;
 use tokio::io::AsyncReadExt;
 
 use super::respond;
+use crate::request::headers::HSTS;
 
 const CHUNK: usize = 64 << 10;
-pub const HSTS: &str = "max-age=31536000";
 
 /// Serves `rel` (the request path after the route prefix, still percent-encoded) from `root`
 /// (a canonical directory). Returns the status written.
@@ -28,16 +28,11 @@ pub async fn serve(
 ) -> pingora_error::Result<u16> {
     let method = session.req_header().method.clone();
     if method != Method::GET && method != Method::HEAD {
-        respond::send(
-            session,
-            405,
-            &[("allow", "GET, HEAD"), ("x-request-id", rid)],
-        )
-        .await?;
+        respond::send(session, 405, &[("allow", "GET, HEAD")], rid).await?;
         return Ok(405);
     }
     let Some(path) = resolve(root, rel).await else {
-        respond::send(session, 404, &[("x-request-id", rid)]).await?;
+        respond::send(session, 404, &[], rid).await?;
         return Ok(404);
     };
     let path = if path.is_dir() {
@@ -47,7 +42,7 @@ pub async fn serve(
         match confine(root, &path.join("index.html")).await {
             Some(index) => index,
             None => {
-                respond::send(session, 404, &[("x-request-id", rid)]).await?;
+                respond::send(session, 404, &[], rid).await?;
                 return Ok(404);
             }
         }
@@ -86,12 +81,7 @@ async fn redirect_to_dir(session: &mut Session, rid: &str) -> pingora_error::Res
         Some(q) => format!("{}/?{q}", uri.path()),
         None => format!("{}/", uri.path()),
     };
-    respond::send(
-        session,
-        301,
-        &[("location", &location), ("x-request-id", rid)],
-    )
-    .await?;
+    respond::send(session, 301, &[("location", &location)], rid).await?;
     Ok(301)
 }
 
@@ -103,11 +93,11 @@ async fn send_file(
     hsts: bool,
 ) -> pingora_error::Result<u16> {
     let Ok(mut file) = tokio::fs::File::open(path).await else {
-        respond::send(session, 404, &[("x-request-id", rid)]).await?;
+        respond::send(session, 404, &[], rid).await?;
         return Ok(404);
     };
     let Ok(meta) = file.metadata().await else {
-        respond::send(session, 404, &[("x-request-id", rid)]).await?;
+        respond::send(session, 404, &[], rid).await?;
         return Ok(404);
     };
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, ErrorType, OrErr, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::metrics;
+use crate::request::headers;
 
 const MAX_HEAD: usize = 64 << 10;
 
@@ -28,16 +29,15 @@ pub struct Timeouts {
 
 /// Opens the upstream connection and sends the handshake. Errors are upstream errors
 /// (connect failures are retryable by the caller).
-pub async fn connect(addr: SocketAddr, req: &RequestHeader, t: Timeouts) -> Result<TcpStream> {
+pub async fn connect(addr: SocketAddr, head: &[u8], t: Timeouts) -> Result<TcpStream> {
     let mut stream = match timeout(t.connect, TcpStream::connect(addr)).await {
         Ok(s) => s.or_err(ErrorType::ConnectRefused, "connecting for a WebSocket")?,
         Err(_) => {
             return Error::e_explain(ErrorType::ConnectTimedout, "connecting for a WebSocket")
         }
     };
-    let head = encode_request(req);
     stream
-        .write_all(&head)
+        .write_all(head)
         .await
         .or_err(ErrorType::WriteError, "sending the WebSocket handshake")?;
     Ok(stream)
@@ -191,17 +191,13 @@ async fn read_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Bytes, O
 fn to_response(parsed: &httparse::Response) -> Result<(ResponseHeader, Option<u64>)> {
     let code = parsed.code.unwrap_or(502);
     let mut resp = ResponseHeader::build(code, Some(parsed.headers.len()))?;
-    let mut content_length = None;
+    let content_length = headers::content_length(&*parsed.headers).or_err(
+        ErrorType::InvalidHTTPHeader,
+        "bad Content-Length in the handshake answer",
+    )?;
     let mut chunked = false;
     for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            content_length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-        }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = true;
-        }
+        chunked |= headers::kind(h.name) == headers::Kind::TransferEncoding;
         resp.append_header(h.name.to_string(), h.value)?;
     }
     if code != 101 && chunked {
@@ -211,21 +207,4 @@ fn to_response(parsed: &httparse::Response) -> Result<(ResponseHeader, Option<u6
         );
     }
     Ok((resp, if code == 101 { Some(0) } else { content_length }))
-}
-
-fn encode_request(req: &RequestHeader) -> Vec<u8> {
-    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(req.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers.iter() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
 }

@@ -80,6 +80,7 @@ pub fn compile_with_certs(
         max_header_size: c.server.max_header_size.0,
         grace_period: c.server.grace_period.0,
         max_connections: c.server.max_connections,
+        fast_path: c.server.fast_path,
     };
     Ok(Compiled {
         runtime: Runtime {

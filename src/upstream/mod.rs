@@ -95,6 +95,8 @@ pub struct PeerSettings {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub retries: u32,
+    /// Idle connections kept per server and worker thread.
+    pub keepalive: usize,
 }
 
 /// The servers of a pool at one moment, with the selection state built for them.
@@ -135,6 +137,7 @@ impl Pool {
             write_timeout: source.write_timeout.0,
             idle_timeout: source.idle_timeout.0,
             retries: source.retries,
+            keepalive: source.keepalive as usize,
         };
         let pool = Pool {
             name: name.to_string(),

@@ -1,13 +1,12 @@
 //! The upstream's response head: parsed from its bytes, its framing decided (RFC 9112 6.3), and
 //! written for the client without hop-by-hop headers and with what rproxy adds.
 
-use std::io::Write;
-
 use httparse::{Header, Status};
 
-use super::{connection_tokens, kind, line, named_in_connection, parse_length, push_decimal};
-use super::{Kind, Storage};
+use super::Storage;
 use crate::fast::body::Framing;
+use crate::request::headers::{self, connection_tokens, kind, Digits, HeaderSink, Kind};
+use crate::request::local;
 
 /// An upstream response head.
 #[derive(Debug)]
@@ -22,7 +21,6 @@ pub struct ResponseHead<'b, 'h> {
     /// The last transfer coding is `chunked`.
     chunked: bool,
     has_te: bool,
-    named_by_connection: bool,
 }
 
 /// Why an upstream response head is refused (the client gets 502).
@@ -62,23 +60,13 @@ pub fn parse_response<'b, 'h>(
         reason: resp.reason.unwrap_or(""),
         close: version == 0,
         headers,
-        content_length: None,
+        content_length: headers::content_length(headers).map_err(|_| BadResponse::Length)?,
         chunked: false,
         has_te: false,
-        named_by_connection: false,
     };
     let (mut keep_alive, mut said_close) = (false, false);
     for h in headers {
         match kind(h.name) {
-            Kind::ContentLength => {
-                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    let n = parse_length(token).ok_or(BadResponse::Length)?;
-                    if head.content_length.is_some_and(|l| l != n) {
-                        return Err(BadResponse::Length);
-                    }
-                    head.content_length = Some(n);
-                }
-            }
             Kind::TransferEncoding => {
                 head.has_te = true;
                 head.chunked = h
@@ -93,8 +81,6 @@ pub fn parse_response<'b, 'h>(
                         said_close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive = true;
-                    } else {
-                        head.named_by_connection = true;
                     }
                 }
             }
@@ -136,31 +122,20 @@ pub struct Added<'a> {
     pub date: &'a [u8],
 }
 
-impl<'b> ResponseHead<'b, '_> {
-    /// The upstream's headers to pass on: all but hop-by-hop ones (and those its `Connection`
-    /// names, never the framing), Date and X-Request-Id (rproxy sets them), Content-Length
-    /// (see `declared_length`), and HSTS when rproxy sets it.
-    pub fn each_kept(&self, hsts: bool, mut f: impl FnMut(&'b str, &'b [u8])) {
-        for h in self.headers {
-            let k = kind(h.name);
-            let framing = matches!(k, Kind::ContentLength | Kind::TransferEncoding);
-            let named =
-                !framing && self.named_by_connection && named_in_connection(self.headers, h.name);
-            let keep = !named
-                && match k {
-                    Kind::Hop
-                    | Kind::Connection
-                    | Kind::Upgrade
-                    | Kind::Date
-                    | Kind::RequestId
-                    | Kind::ContentLength => false,
-                    Kind::Hsts => !hsts,
-                    _ => true,
-                };
-            if keep {
-                f(h.name, h.value);
-            }
+impl<'a> Added<'a> {
+    fn lines(&self) -> headers::Added<'a> {
+        headers::Added {
+            request_id: self.request_id,
+            hsts: self.hsts,
+            date: self.date,
         }
+    }
+}
+
+impl<'b> ResponseHead<'b, '_> {
+    /// The header lines the client gets (`crate::request::headers::forward_response`).
+    pub fn forward<S: HeaderSink>(&self, added: &Added, out: &mut S) {
+        headers::forward_response(self.headers, self.declared_length(), &added.lines(), out);
     }
 
     /// The Content-Length to pass on, as one value: none beside a Transfer-Encoding.
@@ -169,39 +144,22 @@ impl<'b> ResponseHead<'b, '_> {
     }
 }
 
-/// Writes the response head for the client: the upstream's status and kept headers, then Date,
-/// Connection, X-Request-Id and (on https routes that ask) HSTS.
+/// Writes the response head for the client: the upstream's status, the forwarded header lines
+/// and Connection.
 pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Added) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(resp.code));
+    out.extend_from_slice(Digits::default().of(u64::from(resp.code)));
     out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    resp.each_kept(added.hsts.is_some(), |name, value| {
-        line(out, name.as_bytes(), value)
-    });
-    if let Some(n) = resp.declared_length() {
-        out.extend_from_slice(b"content-length: ");
-        push_decimal(out, n);
-        out.extend_from_slice(b"\r\n");
-    }
-    added_lines(out, added);
-    if let Some(hsts) = added.hsts {
-        line(out, b"strict-transport-security", hsts.as_bytes());
-    }
+    resp.forward(added, out);
+    connection_line(out, added.keep_alive);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Date, Connection and X-Request-Id: on every HTTP/1.1 response rproxy sends.
-fn added_lines(out: &mut Vec<u8>, added: &Added) {
-    line(out, b"date", added.date);
-    let connection: &[u8] = if added.keep_alive {
-        b"keep-alive"
-    } else {
-        b"close"
-    };
-    line(out, b"connection", connection);
-    line(out, b"x-request-id", added.request_id);
+fn connection_line(out: &mut Vec<u8>, keep_alive: bool) {
+    let value: &[u8] = if keep_alive { b"keep-alive" } else { b"close" };
+    out.header(b"connection", value);
 }
 
 /// Writes a whole short response rproxy makes itself (an error or refusal).
@@ -212,17 +170,14 @@ pub fn write_local_response(
     added: &Added,
     head_only: bool,
 ) {
-    let body = crate::proxy::respond::error_text(status);
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
-        crate::proxy::respond::reason(status),
-        body.len()
-    );
-    for (name, value) in extra {
-        line(out, name.as_bytes(), value.as_bytes());
-    }
-    added_lines(out, added);
+    let body = local::text(status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(Digits::default().of(u64::from(status)));
+    out.push(b' ');
+    out.extend_from_slice(local::reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    local::head_lines(status, body.len(), extra, &added.lines(), out);
+    connection_line(out, added.keep_alive);
     out.extend_from_slice(b"\r\n");
     if !head_only {
         out.extend_from_slice(body.as_bytes());
@@ -254,7 +209,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: u\r\ncontent-length: 5\r\ndate: D\r\n\
-             connection: keep-alive\r\nx-request-id: id\r\n\r\n"
+             x-request-id: id\r\nconnection: keep-alive\r\n\r\n"
         );
     }
 

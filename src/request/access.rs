@@ -1,13 +1,10 @@
 //! The end of every request: metrics under the contract's names and one access-log line
-//! (target `rproxy::access`), text or JSON per `--log-format`, for either request path.
+//! (target `rproxy::access`), text or JSON per `--log-format`, whichever engine carried it.
+//! A local answer (an error rproxy gives itself) is logged at INFO like any other.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use pingora_error::Error;
-use pingora_proxy::Session;
-
-use super::{client_ip, request_host, Ctx};
 use crate::metrics;
 
 /// What is known about a request when it ends.
@@ -59,31 +56,4 @@ pub fn log(e: &Entry) {
         error = error.as_deref(),
         "access"
     );
-}
-
-/// Records a request that went through pingora's proxy.
-pub fn record(session: &Session, e: Option<&Error>, ctx: &Ctx) {
-    let req = session.req_header();
-    let error = e.map(|e| e as &dyn std::fmt::Display);
-    log(&Entry {
-        client: client_ip(session),
-        method: req.method.as_str(),
-        host: request_host(req),
-        path: req.uri.path(),
-        status: session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.local_status)
-            .unwrap_or(0),
-        route: ctx.route_name(),
-        upstream: ctx.pool_name(),
-        server: ctx.backend.as_ref().map(|b| b.backend().label.as_str()),
-        upstream_status: ctx.upstream_status,
-        bytes_in: session.body_bytes_read(),
-        bytes_out: session.body_bytes_sent(),
-        upstream_time: ctx.upstream_header,
-        elapsed: ctx.start.elapsed(),
-        request_id: ctx.request_id_str(),
-        error,
-    });
 }

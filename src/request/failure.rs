@@ -1,0 +1,215 @@
+//! Why a request could not be answered by its upstream, and everything that follows from it,
+//! decided once for both engines: the status the client gets, whether the request goes again
+//! (and where), and whether the failure counts against the server (passive ejection).
+
+use std::net::SocketAddr;
+
+use pingora_error::{Error, ErrorSource, ErrorType};
+
+/// Why an exchange with an upstream (or the client's side of it) did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("upstream closed or reset before responding")]
+    Reset,
+    #[error("upstream read timed out")]
+    Timeout,
+    #[error("upstream write timed out")]
+    WriteTimeout,
+    #[error("bad upstream response: {0}")]
+    BadResponse(String),
+    #[error("upstream ended the response early")]
+    Truncated,
+    #[error("client timed out")]
+    ClientTimeout,
+    #[error("client went away: {0}")]
+    ClientGone(&'static str),
+    #[error("malformed request: {0}")]
+    ClientBad(String),
+    /// A decision of rproxy's own that answers with this status (e.g. 413 mid-body).
+    #[error("{1}")]
+    Status(u16, String),
+}
+
+impl Failure {
+    /// The status the client gets when nothing has been sent to it yet; 0 = none (it is gone).
+    pub fn status(&self) -> u16 {
+        match self {
+            Failure::Connect(_) | Failure::Reset | Failure::BadResponse(_) | Failure::Truncated => {
+                502
+            }
+            Failure::ConnectTimeout | Failure::Timeout | Failure::WriteTimeout => 504,
+            Failure::ClientTimeout => 408,
+            Failure::ClientGone(_) => 0,
+            Failure::ClientBad(_) => 400,
+            Failure::Status(code, _) => *code,
+        }
+    }
+
+    /// Nothing reached the server: the request may go elsewhere whatever its method.
+    fn before_sending(&self) -> bool {
+        matches!(self, Failure::Connect(_) | Failure::ConnectTimeout)
+    }
+
+    /// May the request go again? Before anything was sent, always; after a reset with no
+    /// response byte, when it can be replayed (idempotent, body held whole). A slow server is
+    /// never sent the same request again, nor is a bad answer asked for twice.
+    pub fn retryable(&self, replayable: bool) -> bool {
+        self.before_sending() || (replayable && matches!(self, Failure::Reset))
+    }
+
+    /// Does this count toward the server's passive ejection? Failures of the server itself
+    /// (refused, reset, too slow), never on a pooled connection it may have closed while idle.
+    pub fn counts_against_server(&self, reused: bool) -> bool {
+        !reused
+            && matches!(
+                self,
+                Failure::Connect(_)
+                    | Failure::ConnectTimeout
+                    | Failure::Reset
+                    | Failure::Timeout
+                    | Failure::WriteTimeout
+            )
+    }
+
+    /// The same failure, told by pingora's proxy.
+    pub fn from_pingora(e: &Error) -> Failure {
+        use ErrorType::*;
+        let why = || e.to_string();
+        match (e.etype(), e.esource()) {
+            (HTTPStatus(code), _) => Failure::Status(*code, why()),
+            (ConnectTimedout, _) => Failure::ConnectTimeout,
+            (
+                ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure | BindError
+                | SocketError,
+                _,
+            ) => Failure::Connect(why()),
+            (ReadTimedout, ErrorSource::Upstream) => Failure::Timeout,
+            (WriteTimedout, ErrorSource::Upstream) => Failure::WriteTimeout,
+            (InvalidHTTPHeader | H1Error | H2Error | InvalidH2, ErrorSource::Upstream) => {
+                Failure::BadResponse(why())
+            }
+            (_, ErrorSource::Upstream) => Failure::Reset,
+            (ReadTimedout, ErrorSource::Downstream) => Failure::ClientTimeout,
+            (
+                WriteError | ReadError | ConnectionClosed | WriteTimedout,
+                ErrorSource::Downstream,
+            ) => Failure::ClientGone("connection closed"),
+            (_, ErrorSource::Downstream) => Failure::ClientBad(why()),
+            _ => Failure::Status(500, why()),
+        }
+    }
+}
+
+/// What comes after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The same server, on a new connection (the pooled one was stale).
+    Again,
+    /// Another server of the pool, one not tried yet.
+    Elsewhere,
+    /// Answer the client with the failure.
+    Stop,
+}
+
+/// The attempts of one request: its retry budget and the servers it has tried.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    left: u32,
+    tried: Vec<SocketAddr>,
+}
+
+impl Attempts {
+    pub fn new(retries: u32) -> Attempts {
+        Attempts {
+            left: retries,
+            tried: Vec::new(),
+        }
+    }
+
+    /// Servers that failed this request (not to be picked again).
+    pub fn tried(&self) -> &[SocketAddr] {
+        &self.tried
+    }
+
+    /// Decides what follows `failure` on `server` (`reused`: on a pooled connection).
+    pub fn after(
+        &mut self,
+        failure: &Failure,
+        server: SocketAddr,
+        replayable: bool,
+        reused: bool,
+    ) -> Next {
+        if !failure.retryable(replayable) || self.left == 0 {
+            return Next::Stop;
+        }
+        self.left -= 1;
+        if reused {
+            return Next::Again;
+        }
+        self.tried.push(server);
+        Next::Elsewhere
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(Failure::Connect("refused".into()).status(), 502);
+        assert_eq!(Failure::Reset.status(), 502);
+        assert_eq!(Failure::Timeout.status(), 504);
+        assert_eq!(Failure::ConnectTimeout.status(), 504);
+        assert_eq!(Failure::ClientTimeout.status(), 408);
+        assert_eq!(Failure::ClientGone("x").status(), 0);
+        assert_eq!(Failure::Status(413, "big".into()).status(), 413);
+    }
+
+    #[test]
+    fn retry_policy() {
+        let mut a = Attempts::new(2);
+        let refused = Failure::Connect("refused".into());
+        assert_eq!(a.after(&refused, addr(1), false, false), Next::Elsewhere);
+        assert_eq!(a.tried(), &[addr(1)]);
+        assert_eq!(a.after(&Failure::Reset, addr(2), false, false), Next::Stop);
+        assert_eq!(a.after(&Failure::Reset, addr(2), true, true), Next::Again);
+        assert_eq!(
+            a.after(&refused, addr(2), true, false),
+            Next::Stop,
+            "budget spent"
+        );
+        let mut a = Attempts::new(5);
+        assert_eq!(a.after(&Failure::Timeout, addr(1), true, false), Next::Stop);
+        let bad = Failure::BadResponse("x".into());
+        assert_eq!(a.after(&bad, addr(1), true, false), Next::Stop);
+    }
+
+    #[test]
+    fn ejection_counts_server_failures_on_new_connections() {
+        assert!(Failure::Timeout.counts_against_server(false));
+        assert!(Failure::Reset.counts_against_server(false));
+        assert!(!Failure::Reset.counts_against_server(true));
+        assert!(!Failure::BadResponse("x".into()).counts_against_server(false));
+        assert!(!Failure::ClientTimeout.counts_against_server(false));
+    }
+
+    #[test]
+    fn pingora_errors() {
+        let status = |e: Box<Error>| Failure::from_pingora(&e).status();
+        assert_eq!(status(Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(status(Error::new_up(ErrorType::ReadTimedout)), 504);
+        assert_eq!(status(Error::new_down(ErrorType::ReadTimedout)), 408);
+        assert_eq!(status(Error::new_down(ErrorType::ConnectionClosed)), 0);
+        assert_eq!(status(Error::new_down(ErrorType::InvalidHTTPHeader)), 400);
+        assert_eq!(status(Error::new_in(ErrorType::HTTPStatus(413))), 413);
+    }
+}

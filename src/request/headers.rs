@@ -1,0 +1,645 @@
+//! Which headers cross the proxy, both ways, and what rproxy adds: the one rule for the request
+//! an upstream gets (hop-by-hop and `Connection`-named headers dropped, never Host or the
+//! framing; one normalised Content-Length; X-Forwarded-*, X-Real-IP, X-Request-Id; the route's
+//! headers) and for the response a client gets (hop-by-hop dropped; Date, X-Request-Id and HSTS
+//! ours). Engines feed the lines in (`Lines`) and write what comes out (`HeaderSink`).
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue};
+
+use super::Listener;
+use crate::routing::Route;
+
+/// The `Strict-Transport-Security` value of routes with `hsts: true`.
+pub const HSTS: &str = "max-age=31536000";
+
+/// The HSTS header a response on `listener` for `route` carries, if any (https only).
+pub fn hsts(listener: Listener, route: &Route) -> Option<&'static str> {
+    (listener == Listener::Https && route.hsts).then_some(HSTS)
+}
+
+/// The Host header, or the :authority of an HTTP/2 request.
+pub fn request_host(req: &pingora_http::RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// What a header name means to a proxy; one match on the length, then a case-insensitive compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Hop-by-hop: never forwarded (RFC 9110 7.6.1).
+    Hop,
+    Connection,
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Expect,
+    Upgrade,
+    /// Set by rproxy on every forwarded request; the client's value is replaced.
+    Forwarded,
+    XForwardedFor,
+    RequestId,
+    Date,
+    Hsts,
+    Cookie,
+    Other,
+}
+
+pub fn kind(name: &str) -> Kind {
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is("te") => Kind::Hop,
+        4 if is("host") => Kind::Host,
+        4 if is("date") => Kind::Date,
+        6 if is("expect") => Kind::Expect,
+        6 if is("cookie") => Kind::Cookie,
+        7 if is("upgrade") => Kind::Upgrade,
+        7 if is("trailer") => Kind::Hop,
+        9 if is("x-real-ip") => Kind::Forwarded,
+        10 if is("connection") => Kind::Connection,
+        10 if is("keep-alive") => Kind::Hop,
+        12 if is("x-request-id") => Kind::RequestId,
+        14 if is("content-length") => Kind::ContentLength,
+        15 if is("x-forwarded-for") => Kind::XForwardedFor,
+        16 if is("proxy-connection") => Kind::Hop,
+        16 if is("x-forwarded-host") => Kind::Forwarded,
+        17 if is("transfer-encoding") => Kind::TransferEncoding,
+        17 if is("x-forwarded-proto") => Kind::Forwarded,
+        18 if is("proxy-authenticate") => Kind::Hop,
+        19 if is("proxy-authorization") => Kind::Hop,
+        25 if is("strict-transport-security") => Kind::Hsts,
+        _ => Kind::Other,
+    }
+}
+
+/// The tokens of a `Connection` value, split on the raw bytes (a value with a non-ASCII byte
+/// still has its other tokens honoured).
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// One Content-Length value: all digits and no overflow.
+pub fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// A Content-Length that cannot be read one way only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed or conflicting Content-Length")]
+pub struct BadLength;
+
+/// The Content-Length of a message: every line and list element must agree (`3, 3` is 3).
+pub fn content_length<L: Lines + ?Sized>(lines: &L) -> Result<Option<u64>, BadLength> {
+    let mut length = None;
+    let mut bad = false;
+    lines.each(|name, value| {
+        if bad || kind(name) != Kind::ContentLength {
+            return;
+        }
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            match parse_length(token) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => bad = true,
+            }
+        }
+    });
+    if bad {
+        Err(BadLength)
+    } else {
+        Ok(length)
+    }
+}
+
+/// A message's header lines, in order.
+pub trait Lines {
+    fn each<'s>(&'s self, f: impl FnMut(&'s str, &'s [u8]));
+}
+
+impl<'b> Lines for [httparse::Header<'b>] {
+    fn each<'s>(&'s self, mut f: impl FnMut(&'s str, &'s [u8])) {
+        self.iter().for_each(|h| f(h.name, h.value));
+    }
+}
+
+impl Lines for http::HeaderMap {
+    fn each<'s>(&'s self, mut f: impl FnMut(&'s str, &'s [u8])) {
+        self.iter().for_each(|(n, v)| f(n.as_str(), v.as_bytes()));
+    }
+}
+
+/// Does a `Connection` header of `lines` name headers other than `close` and `keep-alive`?
+pub fn connection_names_others<L: Lines + ?Sized>(lines: &L) -> bool {
+    let mut named = false;
+    lines.each(|name, value| {
+        if !named && kind(name) == Kind::Connection {
+            named = connection_tokens(value).any(|t| {
+                !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+            });
+        }
+    });
+    named
+}
+
+/// Is `target` one of the tokens of a `Connection` header of `lines`?
+pub fn named_in_connection<L: Lines + ?Sized>(lines: &L, target: &str) -> bool {
+    let mut found = false;
+    lines.each(|name, value| {
+        if !found && kind(name) == Kind::Connection {
+            found = connection_tokens(value).any(|t| t.eq_ignore_ascii_case(target.as_bytes()));
+        }
+    });
+    found
+}
+
+/// Where forwarded header lines go: HTTP/1.1 bytes, or a pingora header.
+pub trait HeaderSink {
+    fn header(&mut self, name: &[u8], value: &[u8]);
+
+    /// One header whose value is `parts` joined by `sep`.
+    fn joined(&mut self, name: &[u8], parts: &[&[u8]], sep: &[u8]) {
+        let value = parts.join(sep);
+        self.header(name, &value);
+    }
+}
+
+/// HTTP/1.1 header lines.
+impl HeaderSink for Vec<u8> {
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        self.extend_from_slice(name);
+        self.extend_from_slice(b": ");
+        self.extend_from_slice(value);
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn joined(&mut self, name: &[u8], parts: &[&[u8]], sep: &[u8]) {
+        self.extend_from_slice(name);
+        self.extend_from_slice(b": ");
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                self.extend_from_slice(sep);
+            }
+            self.extend_from_slice(part);
+        }
+        self.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A pingora request or response head. A line that is not a valid header (it cannot come from
+/// a parsed message) is dropped.
+macro_rules! pingora_sink {
+    ($t:ty) => {
+        impl HeaderSink for $t {
+            fn header(&mut self, name: &[u8], value: &[u8]) {
+                if let (Ok(n), Ok(v)) =
+                    (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+                {
+                    let _ = self.append_header(n, v);
+                }
+            }
+        }
+    };
+}
+pingora_sink!(pingora_http::RequestHeader);
+pingora_sink!(pingora_http::ResponseHeader);
+
+/// Does `route` set a header named `name` (which then replaces the client's and rproxy's)?
+pub fn set_by_route(route: &Route, name: &str) -> bool {
+    route
+        .headers
+        .iter()
+        .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+}
+
+/// What the forwarded request says about its client and body.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    pub client_ip: Option<IpAddr>,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The Host (or :authority) the client sent, port included.
+    pub host: &'a [u8],
+    pub request_id: &'a [u8],
+    /// The body's declared length, forwarded as one normalised value. (A body without one is
+    /// framed by the engine that sends it.)
+    pub content_length: Option<u64>,
+    /// A WebSocket handshake: its `Upgrade` goes along, with `Connection: upgrade`.
+    pub upgrade: bool,
+}
+
+/// Writes the header lines of the request the upstream gets: the client's headers minus
+/// hop-by-hop ones (and those its `Connection` names, never Host or the framing), a Host when the
+/// client sent only `:authority`, one normalised Content-Length, the Cookie lines joined in one
+/// (RFC 9113 8.2.3), the client's X-Forwarded-For lines joined and the client's address appended,
+/// X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host and X-Request-Id, then the route's headers,
+/// which replace any of these of the same name.
+pub fn forward_request<L: Lines + ?Sized, S: HeaderSink>(
+    lines: &L,
+    f: &Forwarding,
+    route: &Route,
+    out: &mut S,
+) {
+    let ours = |name: &str| route.headers.is_empty() || !set_by_route(route, name);
+    let named = connection_names_others(lines);
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    let mut has_host = false;
+    let mut upgrade: Option<&[u8]> = None;
+    lines.each(|name, value| {
+        let k = kind(name);
+        let exempt = matches!(k, Kind::Host | Kind::ContentLength | Kind::TransferEncoding)
+            || (k == Kind::Upgrade && f.upgrade);
+        if named && !exempt && named_in_connection(lines, name) {
+            return;
+        }
+        match k {
+            Kind::Upgrade if f.upgrade => upgrade = Some(value),
+            Kind::Hop
+            | Kind::Connection
+            | Kind::Upgrade
+            | Kind::Forwarded
+            | Kind::RequestId
+            | Kind::ContentLength
+            | Kind::TransferEncoding => {}
+            Kind::XForwardedFor => {
+                let v = value.trim_ascii();
+                if !v.is_empty() {
+                    xff.push(v);
+                }
+            }
+            Kind::Cookie => cookies.push(value),
+            _ if !ours(name) => {}
+            Kind::Host => {
+                has_host = true;
+                out.header(name.as_bytes(), value);
+            }
+            _ => out.header(name.as_bytes(), value),
+        }
+    });
+    if !has_host && !f.host.is_empty() && ours("host") {
+        out.header(b"host", f.host);
+    }
+    if let Some(n) = f.content_length {
+        let mut digits = Digits::default();
+        out.header(b"content-length", digits.of(n));
+    }
+    if !cookies.is_empty() && ours("cookie") {
+        out.joined(b"cookie", &cookies, b"; ");
+    }
+    let ip = f.client_ip.map(IpText::new);
+    if ours("x-forwarded-for") {
+        if let Some(ip) = &ip {
+            xff.push(ip.as_bytes());
+        }
+        if !xff.is_empty() {
+            out.joined(b"x-forwarded-for", &xff, b", ");
+        }
+    }
+    if let Some(ip) = ip.as_ref().filter(|_| ours("x-real-ip")) {
+        out.header(b"x-real-ip", ip.as_bytes());
+    }
+    let host = (!f.host.is_empty()).then_some(f.host);
+    let added = [
+        ("x-forwarded-proto", Some(f.proto.as_bytes())),
+        ("x-forwarded-host", host),
+        ("x-request-id", Some(f.request_id)),
+    ];
+    for (name, value) in added {
+        if let Some(value) = value.filter(|_| ours(name)) {
+            out.header(name.as_bytes(), value);
+        }
+    }
+    for (name, value) in &route.headers {
+        out.header(name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(upgrade) = upgrade {
+        out.header(b"upgrade", upgrade);
+        out.header(b"connection", b"upgrade");
+    }
+}
+
+/// What rproxy adds to every response it passes on.
+#[derive(Debug, Clone, Copy)]
+pub struct Added<'a> {
+    pub request_id: &'a [u8],
+    pub hsts: Option<&'a str>,
+    /// The Date header's value.
+    pub date: &'a [u8],
+}
+
+/// Writes the header lines of the response the client gets: the upstream's headers minus
+/// hop-by-hop ones (and those its `Connection` names, never the framing), its Date and
+/// X-Request-Id (rproxy sets them) and its HSTS when rproxy sets one; then the Content-Length
+/// `length` as one value, Date, X-Request-Id and HSTS. Transfer-Encoding stays for the engine to
+/// use or drop.
+pub fn forward_response<L: Lines + ?Sized, S: HeaderSink>(
+    lines: &L,
+    length: Option<u64>,
+    added: &Added,
+    out: &mut S,
+) {
+    let named = connection_names_others(lines);
+    lines.each(|name, value| {
+        let k = kind(name);
+        let framing = matches!(k, Kind::ContentLength | Kind::TransferEncoding);
+        if named && !framing && named_in_connection(lines, name) {
+            return;
+        }
+        let keep = match k {
+            Kind::Hop
+            | Kind::Connection
+            | Kind::Upgrade
+            | Kind::Date
+            | Kind::RequestId
+            | Kind::ContentLength => false,
+            Kind::Hsts => added.hsts.is_none(),
+            _ => true,
+        };
+        if keep {
+            out.header(name.as_bytes(), value);
+        }
+    });
+    if let Some(n) = length {
+        let mut digits = Digits::default();
+        out.header(b"content-length", digits.of(n));
+    }
+    added_lines(added, out);
+}
+
+/// Date, X-Request-Id and HSTS: on every response rproxy sends, its own ones included.
+pub fn added_lines<S: HeaderSink>(added: &Added, out: &mut S) {
+    if !added.date.is_empty() {
+        out.header(b"date", added.date);
+    }
+    out.header(b"x-request-id", added.request_id);
+    if let Some(hsts) = added.hsts {
+        out.header(b"strict-transport-security", hsts.as_bytes());
+    }
+}
+
+/// A number in decimal, written without the formatting machinery.
+#[derive(Default)]
+pub struct Digits([u8; 20]);
+
+impl Digits {
+    pub fn of(&mut self, mut n: u64) -> &[u8] {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        &self.0[i..]
+    }
+}
+
+/// An address as text, on the stack.
+pub struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b".");
+                    }
+                    let mut d = Digits::default();
+                    let digits = d.of(u64::from(octet));
+                    t.buf[t.len..t.len + digits.len()].copy_from_slice(digits);
+                    t.len += digits.len();
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut cur = std::io::Cursor::new(&mut t.buf[..]);
+                let _ = write!(cur, "{v6}");
+                t.len = cur.position() as usize;
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Target;
+
+    fn raw(headers: &[(&'static str, &'static [u8])]) -> Vec<httparse::Header<'static>> {
+        headers
+            .iter()
+            .map(|&(name, value)| httparse::Header { name, value })
+            .collect()
+    }
+
+    fn route(headers: &[(&'static str, &'static str)]) -> Route {
+        let mut route = Route::new("r".into(), "/", Target::Static(".".into()));
+        for (n, v) in headers {
+            route
+                .headers
+                .push((HeaderName::from_static(n), HeaderValue::from_static(v)));
+        }
+        route
+    }
+
+    fn forwarding(host: &'static [u8]) -> Forwarding<'static> {
+        Forwarding {
+            client_ip: Some("192.0.2.7".parse().unwrap()),
+            proto: "https",
+            host,
+            request_id: b"id1",
+            content_length: None,
+            upgrade: false,
+        }
+    }
+
+    fn forwarded(lines: &[httparse::Header], f: &Forwarding, route: &Route) -> String {
+        let mut out = Vec::new();
+        forward_request(lines, f, route, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_request_an_upstream_gets() {
+        let lines = raw(&[
+            ("Host", b"app.test:8080"),
+            ("X-Forwarded-For", b"10.0.0.1"),
+            ("Connection", b"keep-alive, X-Secret"),
+            ("X-Secret", b"1"),
+            ("TE", b"trailers"),
+            ("X-Real-IP", b"6.6.6.6"),
+            ("X-Env", b"dev"),
+            ("Accept", b"*/*"),
+            ("x-forwarded-for", b"10.0.0.2"),
+        ]);
+        let got = forwarded(
+            &lines,
+            &forwarding(b"app.test:8080"),
+            &route(&[("x-env", "prod")]),
+        );
+        assert_eq!(
+            got,
+            "Host: app.test:8080\r\nAccept: */*\r\n\
+             x-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\nx-real-ip: 192.0.2.7\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: app.test:8080\r\nx-request-id: id1\r\n\
+             x-env: prod\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_survives_connection_and_route_headers_replace_ours() {
+        let lines = raw(&[
+            ("Host", b"h"),
+            ("Connection", b"content-length, host, cookie, x-a"),
+            ("Cookie", b"a=1"),
+            ("Content-Length", b"3, 3"),
+            ("x-a", b"1"),
+        ]);
+        let mut f = forwarding(b"h");
+        f.content_length = Some(3);
+        let got = forwarded(&lines, &f, &route(&[]));
+        assert!(got.contains("Host: h\r\n"), "{got}");
+        assert!(got.contains("content-length: 3\r\n"), "{got}");
+        assert!(!got.to_ascii_lowercase().contains("cookie"), "{got}");
+        assert!(!got.contains("x-a:"), "{got}");
+        let got = forwarded(
+            &raw(&[("Host", b"a")]),
+            &forwarding(b"a"),
+            &route(&[("host", "inner.svc"), ("x-forwarded-proto", "http")]),
+        );
+        assert_eq!(
+            got.to_ascii_lowercase().matches("host:").count(),
+            2,
+            "{got}"
+        );
+        assert!(got.contains("host: inner.svc\r\n"), "{got}");
+        assert!(got.contains("x-forwarded-host: a\r\n"), "{got}");
+        assert_eq!(got.matches("x-forwarded-proto").count(), 1, "{got}");
+        assert!(got.contains("x-forwarded-proto: http\r\n"), "{got}");
+    }
+
+    #[test]
+    fn http2_lines_get_a_host_and_one_cookie() {
+        let mut map = http::HeaderMap::new();
+        map.append("cookie", HeaderValue::from_static("a=1"));
+        map.append("cookie", HeaderValue::from_static("b=2"));
+        let mut out = Vec::new();
+        forward_request(&map, &forwarding(b"h:8443"), &route(&[]), &mut out);
+        let got = String::from_utf8(out).unwrap();
+        assert!(
+            got.starts_with("host: h:8443\r\ncookie: a=1; b=2\r\n"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn websocket_upgrade_is_kept() {
+        let lines = raw(&[
+            ("Host", b"h"),
+            ("Connection", b"Upgrade"),
+            ("Upgrade", b"websocket"),
+        ]);
+        let mut f = forwarding(b"h");
+        let got = forwarded(&lines, &f, &route(&[]));
+        assert!(!got.to_ascii_lowercase().contains("upgrade"), "{got}");
+        f.upgrade = true;
+        let got = forwarded(&lines, &f, &route(&[]));
+        assert!(
+            got.ends_with("upgrade: websocket\r\nconnection: upgrade\r\n"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn connection_tokens_beside_non_ascii_are_honoured() {
+        let lines = raw(&[("Connection", b"\xd6,x"), ("x", b"secret"), ("Host", b"h")]);
+        let got = forwarded(&lines, &forwarding(b"h"), &route(&[]));
+        assert!(!got.contains("x: secret"), "{got}");
+    }
+
+    #[test]
+    fn the_response_a_client_gets() {
+        let lines = raw(&[
+            ("Content-Length", b"5, 5"),
+            ("Connection", b"keep-alive, x-a"),
+            ("x-a", b"1"),
+            ("Date", b"x"),
+            ("Keep-Alive", b"timeout=5"),
+            ("X-Request-Id", b"up"),
+            ("Strict-Transport-Security", b"max-age=1"),
+            ("Server", b"u"),
+        ]);
+        let added = Added {
+            request_id: b"id",
+            hsts: Some(HSTS),
+            date: b"D",
+        };
+        let mut out = Vec::new();
+        forward_response(&lines[..], Some(5), &added, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Server: u\r\ncontent-length: 5\r\ndate: D\r\nx-request-id: id\r\n\
+             strict-transport-security: max-age=31536000\r\n"
+        );
+    }
+
+    #[test]
+    fn content_lengths() {
+        let cl = |v: &'static [u8]| content_length(&raw(&[("Content-Length", v)])[..]);
+        assert_eq!(cl(b"3"), Ok(Some(3)));
+        assert_eq!(cl(b"3, 3"), Ok(Some(3)));
+        assert_eq!(cl(b"3, 4"), Err(BadLength));
+        assert_eq!(cl(b"+3"), Err(BadLength));
+        assert_eq!(cl(b""), Err(BadLength));
+        assert_eq!(cl(b"99999999999999999999"), Err(BadLength));
+        let two = raw(&[("content-length", b"1"), ("Content-Length", b"2")]);
+        assert_eq!(content_length(&two[..]), Err(BadLength));
+        assert_eq!(content_length(&raw(&[])[..]), Ok(None));
+    }
+
+    #[test]
+    fn numbers_and_addresses_as_text() {
+        for n in [0u64, 7, 200, 65535, u64::MAX] {
+            assert_eq!(Digits::default().of(n), n.to_string().as_bytes());
+        }
+        for ip in [
+            "0.0.0.0",
+            "192.168.10.255",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let text = IpText::new(ip.parse().unwrap());
+            assert_eq!(String::from_utf8_lossy(text.as_bytes()), ip);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The responses rproxy writes itself (errors, refusals, redirects): a short plain-text body
+//! that names no internals (the log says why), and the header lines every engine writes for
+//! them. Which refusal gets which status and headers is decided here too.
+
+use http::StatusCode;
+
+use super::headers::{added_lines, Added, Digits, HeaderSink};
+use super::limits::Refusal;
+
+/// The reason phrase of `status`, or `""`.
+pub fn reason(status: u16) -> &'static str {
+    StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+/// The body of a response rproxy makes itself: `404 Not Found` and a newline.
+pub fn text(status: u16) -> String {
+    format!("{status} {}\n", reason(status))
+}
+
+/// The headers a status rproxy answers with always carries: a 503 says when to come back.
+pub fn status_headers(status: u16) -> &'static [(&'static str, &'static str)] {
+    match status {
+        503 => &[("retry-after", "1")],
+        _ => &[],
+    }
+}
+
+/// A refusal's status and its `Retry-After` (seconds).
+pub fn refusal(r: Refusal) -> (u16, u64) {
+    match r {
+        Refusal::RateLimited(after) => (429, after),
+        Refusal::Busy | Refusal::NoServer => (503, 1),
+    }
+}
+
+/// Writes the header lines of a local response with a body of `len` bytes: its type and
+/// length, the status's own headers, `extra`, then Date, X-Request-Id and HSTS.
+pub fn head_lines<S: HeaderSink>(
+    status: u16,
+    len: usize,
+    extra: &[(&str, &str)],
+    added: &Added,
+    out: &mut S,
+) {
+    out.header(b"content-type", b"text/plain; charset=utf-8");
+    out.header(b"content-length", Digits::default().of(len as u64));
+    let own = status_headers(status);
+    let replaced = |n: &&str| extra.iter().any(|(e, _)| e == n);
+    for (name, value) in own.iter().filter(|(n, _)| !replaced(n)).chain(extra) {
+        out.header(name.as_bytes(), value.as_bytes());
+    }
+    added_lines(added, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_answer() {
+        assert_eq!(text(413), "413 Payload Too Large\n");
+        let mut out = Vec::new();
+        let added = Added {
+            request_id: b"id",
+            hsts: None,
+            date: b"",
+        };
+        head_lines(503, 24, &[("x-a", "1")], &added, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "content-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\n\
+             retry-after: 1\r\nx-a: 1\r\nx-request-id: id\r\n"
+        );
+        assert_eq!(refusal(Refusal::RateLimited(3)), (429, 3));
+        assert_eq!(refusal(Refusal::NoServer), (503, 1));
+    }
+}

@@ -1,0 +1,43 @@
+//! What rproxy decides about a request, whichever engine carries its bytes: which headers cross
+//! the proxy both ways (`headers`), whether a body's framing is acceptable (`framing`), the
+//! route's limits and the answers given before routing (`limits`), why an upstream attempt
+//! failed and what follows from it: status, retry, ejection (`failure`), the responses rproxy
+//! writes itself (`local`), request ids (`id`) and the access-log record (`access`).
+//!
+//! Two engines call these rules: rproxy's own (`crate::fast`) and pingora's `ProxyHttp`
+//! (`crate::proxy`). An engine reads and writes bytes; neither imports the other.
+
+pub mod access;
+pub mod failure;
+pub mod framing;
+pub mod headers;
+pub mod id;
+pub mod limits;
+pub mod local;
+
+pub use failure::Failure;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Http,
+    Https,
+}
+
+impl Listener {
+    /// The scheme, as `X-Forwarded-Proto` says it.
+    pub fn proto(self) -> &'static str {
+        match self {
+            Listener::Http => "http",
+            Listener::Https => "https",
+        }
+    }
+}
+
+/// Is `method` idempotent (RFC 9110 9.2.2), so that a request may be sent again?
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+    )
+}

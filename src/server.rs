@@ -204,8 +204,9 @@ impl ServerApp for Edge {
                 }
             }
         };
-        CONN.scope(ConnState::new(accepted), app.process_new(stream, shutdown))
-            .await
+        // pingora's future is large: on the heap, so a connection on the fast path (below)
+        // does not carry its room.
+        Box::pin(CONN.scope(ConnState::new(accepted), app.process_new(stream, shutdown))).await
     }
 
     async fn cleanup(&self) {
@@ -229,8 +230,7 @@ impl Edge {
             fast::Left::Closed => None,
             fast::Left::Elsewhere(stream) => {
                 let state = ConnState::new(Instant::now());
-                CONN.scope(state, self.h1.process_new(stream, shutdown))
-                    .await
+                Box::pin(CONN.scope(state, self.h1.process_new(stream, shutdown))).await
             }
         }
     }

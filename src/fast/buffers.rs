@@ -1,5 +1,6 @@
-//! Upstream read buffers, lent per request from a per-thread free list: an idle client
-//! connection holds none, and a busy thread allocates none per request.
+//! Buffers lent per request from per-thread free lists: upstream read buffers and the buffers
+//! heads are written into. An idle client connection holds none, and a busy thread allocates
+//! none per request.
 
 use std::cell::RefCell;
 
@@ -10,8 +11,33 @@ pub const SIZE: usize = 16 << 10;
 /// Buffers kept per thread for reuse.
 const KEEP: usize = 256;
 
+/// The room a lent head buffer starts with.
+const HEAD: usize = 1024;
+
 thread_local! {
     static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static FREE_HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer to write a head into.
+pub fn take_vec() -> Vec<u8> {
+    FREE_HEADS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(HEAD))
+}
+
+/// Returns a head buffer for reuse; a large one is dropped instead.
+pub fn give_vec(mut buf: Vec<u8>) {
+    buf.clear();
+    if buf.capacity() < HEAD || buf.capacity() > 16 * HEAD {
+        return;
+    }
+    FREE_HEADS.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEEP {
+            f.push(buf);
+        }
+    });
 }
 
 /// An empty buffer with room for `SIZE` bytes.

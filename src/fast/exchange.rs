@@ -137,6 +137,7 @@ pub(super) async fn run<D: Downstream>(
         error: None,
     };
     up.buf = buffers::take();
+    up.out = buffers::take_vec();
     // Refusals keep the connection when the whole body was read.
     let keep = !req.close && rest == 0;
     let (route, pool, next) = match plan {
@@ -154,6 +155,7 @@ pub(super) async fn run<D: Downstream>(
         }
     };
     buffers::give(std::mem::take(&mut up.buf));
+    buffers::give_vec(std::mem::take(&mut up.out));
     let error = rec.error.as_ref().map(|e| e as &dyn std::fmt::Display);
     access::log(&Entry {
         client: Some(d.ip()),

@@ -5,17 +5,21 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::Poll;
+
 use bytes::{Buf, BytesMut};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use super::exchange::{self, Downstream, Next, UpSide};
 use super::head::{self, Added, Parsed, Request, ResponseHead};
 use super::replay::Replayed;
 use super::timer::{Elapsed, Timer};
-use super::{Engine, PREREAD_BODY};
+use super::{buffers, Engine, PREREAD_BODY};
 use crate::request::Failure;
 use crate::state::Settings;
 
@@ -63,12 +67,13 @@ impl Engine {
             io,
             ip,
             timer: Timer::new(),
-            out: Vec::with_capacity(1024),
+            out: Vec::new(),
             shutdown: shutdown.clone(),
             body_timeout: Duration::ZERO,
         };
         let mut up = UpSide::new();
-        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        // No read buffer until bytes arrive (`read_some`).
+        let mut buf = BytesMut::new();
         let header_timeout = self.state.peek().settings.header_timeout;
         let mut deadline = Some(accepted + header_timeout);
         loop {
@@ -83,6 +88,8 @@ impl Engine {
     }
 
     /// Reads one request head (by `deadline`, or after an idle wait when `None`) and answers it.
+    /// The answering runs in a future of its own on the heap: an idle connection holds only
+    /// what waiting for the next head takes, not an exchange's state (BENCHMARKS.md, memory).
     async fn one(
         &self,
         conn: &mut Conn,
@@ -93,10 +100,29 @@ impl Engine {
         let settings = self.state.peek().settings.clone();
         conn.body_timeout = settings.body_timeout;
         match read_head(conn, buf, deadline, &settings).await {
-            None => return Step::Close,
-            Some(false) => return Step::Elsewhere,
-            Some(true) => {}
+            None => Step::Close,
+            Some(false) => Step::Elsewhere,
+            Some(true) => {
+                conn.out = buffers::take_vec();
+                let step = Box::pin(self.answer(conn, up, buf, &settings)).await;
+                buffers::give_vec(std::mem::take(&mut conn.out));
+                if buf.is_empty() {
+                    // An idle connection keeps no buffer.
+                    *buf = BytesMut::new();
+                }
+                step
+            }
         }
+    }
+
+    /// Answers the request whose head is at the start of `buf`.
+    async fn answer(
+        &self,
+        conn: &mut Conn,
+        up: &mut UpSide,
+        buf: &mut BytesMut,
+        settings: &Settings,
+    ) -> Step {
         let whole = {
             let mut storage = head::storage();
             let Parsed::Complete(req) = head::parse_request(buf, &mut storage) else {
@@ -236,16 +262,16 @@ async fn read_head(
         if buf.len() as u64 > settings.max_header_size {
             return Some(false);
         }
-        if buf.capacity() - buf.len() < 512 {
+        if !buf.is_empty() && buf.capacity() - buf.len() < 512 {
             buf.reserve(READ_BUFFER);
         }
         let read = match deadline {
             _ if idle => idle_read(conn, buf, settings.keepalive_timeout).await?,
-            Some(at) => conn.timer.until(at, conn.io.read_buf(buf)).await,
+            Some(at) => conn.timer.until(at, read_some(&mut conn.io, buf)).await,
             None => {
                 let at = Instant::now() + settings.header_timeout;
                 deadline = Some(at);
-                conn.timer.until(at, conn.io.read_buf(buf)).await
+                conn.timer.until(at, read_some(&mut conn.io, buf)).await
             }
         };
         match read {
@@ -266,12 +292,40 @@ async fn idle_read(
         return None;
     }
     let mut shutdown = conn.shutdown.clone();
-    let read = conn.timer.within(keepalive, conn.io.read_buf(buf));
+    let read = conn.timer.within(keepalive, read_some(&mut conn.io, buf));
     tokio::select! {
         biased;
         r = read => Some(r),
         _ = shutdown.changed() => None,
     }
+}
+
+thread_local! {
+    /// Where a connection without a buffer reads its first bytes.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER].into_boxed_slice());
+}
+
+/// Reads into `buf`. A buffer without room (an idle connection's) is read through the thread's
+/// scratch space and takes only the bytes that came, so a waiting connection holds no buffer.
+async fn read_some(io: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() > buf.len() {
+        return io.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut *io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    buf.extend_from_slice(read.filled());
+                    Poll::Ready(Ok(read.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
 }
 
 /// Reads the body until `buf` holds `whole` bytes; false when the client went away or stalled.

@@ -107,3 +107,38 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+
+    /// What an idle HTTP/1.1 connection holds is its `serve` future (plus the socket): the
+    /// state of an exchange lives on the heap only while a request runs.
+    #[tokio::test]
+    async fn an_idle_connection_holds_a_small_future() {
+        let yaml = "listen: { http: \"127.0.0.1:1\" }\nupstreams:\n  app:\n    servers: [127.0.0.1:9]\nroutes:\n  - { path: /, upstream: app }\n";
+        let config = crate::config::load_str(yaml, "t.yaml", &|_| None).unwrap();
+        let loaded = crate::config::Loaded {
+            config,
+            path: "t.yaml".into(),
+            dir: ".".into(),
+        };
+        let compiled = crate::compile(&loaded, None).unwrap();
+        let state = Arc::new(State::new(compiled.runtime, None));
+        let engine = Engine {
+            state,
+            listener: Listener::Http,
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let stream: pingora_core::protocols::Stream =
+            Box::new(pingora_core::protocols::l4::stream::Stream::from(c));
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let fut = engine.serve(stream, tokio::time::Instant::now(), &rx);
+        let size = std::mem::size_of_val(&fut);
+        assert!(size < 2048, "serve future: {size} bytes");
+    }
+}

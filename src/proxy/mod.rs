@@ -179,7 +179,7 @@ impl Proxy {
             tracing::warn!(route = %route.name, upstream = %ctx.pool_name(), "no healthy server");
             return self.refuse(session, ctx, Refusal::NoServer).await;
         }
-        if route.websocket && session.is_upgrade_req() {
+        if route.websocket && rules::is_websocket_upgrade(&session.req_header().headers) {
             return self.websocket(session, ctx, route).await;
         }
         let body_timeout = ctx.runtime.as_ref().map(|rt| rt.settings.body_timeout);
@@ -210,7 +210,9 @@ impl Proxy {
             };
             match websocket::connect(backend.addr, &head, timeouts).await {
                 Ok(stream) => {
-                    let status = websocket::relay(session, stream, &route.name, timeouts).await;
+                    let status =
+                        websocket::relay(session, stream, &route.name, &ctx.request_id, timeouts)
+                            .await;
                     let status = status.unwrap_or_else(|e| {
                         tracing::warn!(server = %backend.label, "WebSocket handshake failed: {e}");
                         0

@@ -48,6 +48,7 @@ pub async fn relay(
     session: &mut Session,
     mut upstream: TcpStream,
     route: &str,
+    request_id: &http::HeaderValue,
     t: Timeouts,
 ) -> Result<u16> {
     let (resp, rest, body_len) = match timeout(t.handshake, read_head(&mut upstream)).await {
@@ -60,6 +61,8 @@ pub async fn relay(
         }
     };
     let status = resp.status.as_u16();
+    let mut resp = resp;
+    resp.insert_header("x-request-id", request_id.clone())?;
     session.write_response_header(Box::new(resp), false).await?;
     if status != 101 {
         relay_plain_body(session, upstream, rest, body_len).await?;

@@ -137,6 +137,17 @@ impl Lines for http::HeaderMap {
     }
 }
 
+/// Is this a WebSocket handshake (an `Upgrade` naming `websocket`)? Other upgrades (`h2c`) are
+/// not carried: their `Upgrade` is hop-by-hop like any other.
+pub fn is_websocket_upgrade<L: Lines + ?Sized>(lines: &L) -> bool {
+    let mut websocket = false;
+    lines.each(|name, value| {
+        websocket |= kind(name) == Kind::Upgrade
+            && connection_tokens(value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+    });
+    websocket
+}
+
 /// Does a `Connection` header of `lines` name headers other than `close` and `keep-alive`?
 pub fn connection_names_others<L: Lines + ?Sized>(lines: &L) -> bool {
     let mut named = false;

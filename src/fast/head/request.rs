@@ -114,7 +114,9 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Parsed<
                 head.host = std::str::from_utf8(h.value).unwrap_or("");
             }
             Kind::Expect => return Parsed::Elsewhere("Expect"),
-            Kind::Upgrade => return Parsed::Elsewhere("Upgrade"),
+            Kind::Upgrade if headers::is_websocket_upgrade(std::slice::from_ref(h)) => {
+                return Parsed::Elsewhere("WebSocket")
+            }
             Kind::Connection => {
                 head.close |= connection_tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
             }
@@ -257,8 +259,8 @@ mod tests {
                 "ambiguous framing",
             ),
             (
-                b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
-                "Upgrade",
+                b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n\r\n",
+                "WebSocket",
             ),
             (
                 b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",

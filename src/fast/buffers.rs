@@ -7,9 +7,9 @@ use std::cell::RefCell;
 use bytes::BytesMut;
 
 /// The size of a lent buffer.
-pub const SIZE: usize = 16 << 10;
+pub const SIZE: usize = 8 << 10;
 /// Buffers kept per thread for reuse.
-const KEEP: usize = 256;
+const KEEP: usize = 64;
 
 /// The room a lent head buffer starts with.
 const HEAD: usize = 1024;

@@ -45,13 +45,11 @@ pub(super) trait Downstream {
         head_only: bool,
     ) -> bool;
     /// Writes the response head and the body bytes that came with it; `end`: nothing follows.
-    async fn head(
-        &mut self,
-        resp: &ResponseHead<'_, '_>,
-        added: &Added<'_>,
-        first: &[u8],
-        end: bool,
-    ) -> bool;
+    /// Prepares the response head (kept until `send_head`; the upstream's head need not live
+    /// across an await).
+    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>);
+    /// Writes the prepared head and the body bytes that came with it; `end`: nothing follows.
+    async fn send_head(&mut self, first: &[u8], end: bool) -> bool;
     async fn body(&mut self, data: &[u8], end: bool) -> bool;
     /// Reads up to `max` more request body bytes into `buf`.
     async fn read_body(&mut self, buf: &mut BytesMut, max: usize) -> Result<usize, Failure>;
@@ -534,52 +532,102 @@ impl Relay<'_> {
         rec: &mut Record,
     ) -> Result<Option<Started>, Failure> {
         loop {
-            let mut storage = head::storage();
-            let resp =
-                head::parse_response(&up.buf, &mut storage)?.ok_or(BadResponse::Unparsable)?;
-            if resp.code == 101 {
-                return Err(BadResponse::Unparsable.into());
-            }
-            if resp.code >= 200 {
-                let framing = resp.framing(req.is_head());
-                let keep = !req.close && framing != Framing::UntilClose && !d.draining();
-                let date = pingora_core::protocols::http::date::get_cached_date();
-                let hsts = hsts(self.listener, self.route);
-                let added = Added {
-                    keep_alive: keep,
-                    request_id: self.id,
-                    hsts,
-                    date: date.as_bytes(),
-                };
-                let mut progress = Progress::new(framing);
-                let avail = &up.buf[resp.len..];
-                let (used, first) = body_part(&mut progress, avail, D::DECODES, &mut up.decoded)?;
-                let clean = used == avail.len();
-                rec.status = resp.code;
-                rec.upstream_status = Some(resp.code);
-                if !d.head(&resp, &added, first, progress.is_done()).await {
-                    return Ok(None);
+            let head = match self.read_head(d, up, req, rec)? {
+                Head::Final(head) => head,
+                Head::Interim(len) => {
+                    // Interim responses (100, 103) are not passed on.
+                    up.buf.advance(len);
+                    if head::head_end(&up.buf).is_none() {
+                        read_response_head(up, stream, self.peer.read_timeout)
+                            .await
+                            .map_err(|e| match e {
+                                Failure::Reset => Failure::Truncated,
+                                e => e,
+                            })?;
+                    }
+                    continue;
                 }
-                rec.bytes_out += first.len();
-                return Ok(Some(Started {
-                    framing,
-                    progress,
-                    upstream_close: resp.close,
-                    keep,
-                    clean,
-                }));
+            };
+            let first = match head.first {
+                First::Raw(from, to) => &up.buf[from..to],
+                First::Decoded => &up.decoded[..],
+            };
+            if !d.send_head(first, head.started.progress.is_done()).await {
+                return Ok(None);
             }
-            // Interim responses (100, 103) are not passed on.
-            let len = resp.len;
-            up.buf.advance(len);
-            if head::head_end(&up.buf).is_none() {
-                read_response_head(up, stream, self.peer.read_timeout)
-                    .await
-                    .map_err(|e| match e {
-                        Failure::Reset => Failure::Truncated,
-                        e => e,
-                    })?;
-            }
+            rec.bytes_out += first.len();
+            return Ok(Some(head.started));
         }
     }
+
+    /// Parses the response head in `up.buf`; a final one is prepared for the client, with
+    /// where the body bytes that came with it are. (Synchronous: the parsed head's storage is
+    /// not part of the exchange's future.)
+    fn read_head<D: Downstream>(
+        &self,
+        d: &mut D,
+        up: &mut UpSide,
+        req: &Request<'_>,
+        rec: &mut Record,
+    ) -> Result<Head, Failure> {
+        let mut storage = head::storage();
+        let resp = head::parse_response(&up.buf, &mut storage)?.ok_or(BadResponse::Unparsable)?;
+        if resp.code == 101 {
+            return Err(BadResponse::Unparsable.into());
+        }
+        if resp.code < 200 {
+            return Ok(Head::Interim(resp.len));
+        }
+        let framing = resp.framing(req.is_head());
+        let keep = !req.close && framing != Framing::UntilClose && !d.draining();
+        let date = pingora_core::protocols::http::date::get_cached_date();
+        let added = Added {
+            keep_alive: keep,
+            request_id: self.id,
+            hsts: hsts(self.listener, self.route),
+            date: date.as_bytes(),
+        };
+        let mut progress = Progress::new(framing);
+        let avail = &up.buf[resp.len..];
+        let (used, first) = body_part(&mut progress, avail, D::DECODES, &mut up.decoded)?;
+        let first = if D::DECODES && progress.is_chunked() {
+            First::Decoded
+        } else {
+            First::Raw(resp.len, resp.len + first.len())
+        };
+        rec.status = resp.code;
+        rec.upstream_status = Some(resp.code);
+        d.prepare_head(&resp, &added);
+        Ok(Head::Final(Prepared {
+            started: Started {
+                framing,
+                progress,
+                upstream_close: resp.close,
+                keep,
+                clean: used == avail.len(),
+            },
+            first,
+        }))
+    }
+}
+
+/// Where the body bytes that came with a response head are.
+enum First {
+    /// `up.buf[from..to]`.
+    Raw(usize, usize),
+    /// `up.decoded`.
+    Decoded,
+}
+
+/// A final response head, prepared for the client.
+struct Prepared {
+    started: Started,
+    first: First,
+}
+
+/// What a response head is.
+enum Head {
+    Final(Prepared),
+    /// An interim (1xx) head of this length.
+    Interim(usize),
 }

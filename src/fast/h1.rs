@@ -201,15 +201,12 @@ impl Downstream for Conn {
         write_all(&mut self.io, &mut self.timer, &self.out).await
     }
 
-    async fn head(
-        &mut self,
-        resp: &ResponseHead<'_, '_>,
-        added: &Added<'_>,
-        first: &[u8],
-        _end: bool,
-    ) -> bool {
+    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>) {
         self.out.clear();
         head::write_client_response(&mut self.out, resp, added);
+    }
+
+    async fn send_head(&mut self, first: &[u8], _end: bool) -> bool {
         self.out.extend_from_slice(first);
         write_all(&mut self.io, &mut self.timer, &self.out).await
     }

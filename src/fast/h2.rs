@@ -24,6 +24,8 @@ struct Stream<'s> {
     ip: IpAddr,
     /// The stream was reset after its head went out.
     aborted: bool,
+    /// The response head `prepare_head` made, until it is sent.
+    head: Option<ResponseHeader>,
 }
 
 impl Engine {
@@ -69,6 +71,7 @@ impl Engine {
             session: &mut session,
             ip,
             aborted: false,
+            head: None,
         };
         let mut up = UpSide::new();
         match body {
@@ -151,18 +154,20 @@ impl Downstream for Stream<'_> {
         self.send(resp, body, true).await
     }
 
-    async fn head(
-        &mut self,
-        resp: &ResponseHead<'_, '_>,
-        added: &Added<'_>,
-        first: &[u8],
-        end: bool,
-    ) -> bool {
-        let Ok(mut out) = ResponseHeader::build_no_case(resp.code, Some(16)) else {
-            return false;
-        };
-        resp.forward(added, &mut H2Lines(&mut out));
-        self.send(out, Bytes::copy_from_slice(first), end).await
+    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>) {
+        self.head = ResponseHeader::build_no_case(resp.code, Some(16))
+            .ok()
+            .map(|mut out| {
+                resp.forward(added, &mut H2Lines(&mut out));
+                out
+            });
+    }
+
+    async fn send_head(&mut self, first: &[u8], end: bool) -> bool {
+        match self.head.take() {
+            Some(head) => self.send(head, Bytes::copy_from_slice(first), end).await,
+            None => false,
+        }
     }
 
     async fn body(&mut self, data: &[u8], end: bool) -> bool {

@@ -1,58 +1,93 @@
 #!/usr/bin/env bash
-# rproxy against nginx as a reverse proxy, under load, on 127.0.0.1 (see BENCHMARKS.md).
+# rproxy against nginx and HAProxy as reverse proxies, under a load sweep, on 127.0.0.1 (see
+# BENCHMARKS.md and DESIGN.md, "Comparing with peers, fairly").
 #
-# Starts three servers on free loopback ports:
-#   upstream  nginx, 1 worker: a small JSON body at /, 200 at /health, keep-alive, no access log
-#   nginx     nginx as a reverse proxy, 1 worker, in front of the upstream: proxy_http_version 1.1,
-#             Connection "", keepalive 32, X-Forwarded-* / X-Real-IP / X-Request-Id, a plain
-#             listener and a `ssl http2` one (TLS 1.2 + 1.3), no access log
+# Each peer is configured as its best users would for the same job: one worker/thread, the same
+# upstream, the same certificate, the same headers added (X-Forwarded-For/Proto/Host, X-Real-IP,
+# a request id of 32 hex digits generated, sent up and returned), no access log, and no setting
+# below the load (connection limits, idle upstream connections). Five servers on free ports:
+#   upstream  nginx, 1 worker: a small JSON body at /, 200 at /health, keep-alive (1,000,000
+#             requests, 75 s), worker_connections 16384, backlog=4096, no access log
+#   nginx     nginx 1.22 as a reverse proxy, 1 worker: worker_connections 16384,
+#             worker_rlimit_nofile (the script's file limit), upstream { keepalive 1024;
+#             keepalive_requests 1000000; } (idle upstream connections must not be fewer than the
+#             requests in flight, or nginx opens and closes one per request), proxy_http_version
+#             1.1 + Connection "", a plain listener and a `ssl http2` one (TLS 1.2 + 1.3,
+#             ssl_session_cache shared:SSL:10m, http2_max_concurrent_streams 128), backlog=4096.
+#             multi_accept stays off (nginx's default): on was no better here (h1-1000 and
+#             tls-new, 2 x 2 rounds each: the same CPU per request, req/s not higher)
+#   haproxy   HAProxy 2.6 in the foreground as one process (no -W/-D: the process measured is the
+#             one doing the work): nbthread 1, maxconn 20000 global and per frontend (lowered to
+#             fit the file limit: HAProxy refuses to start when 2 x maxconn fds are not allowed),
+#             option http-keep-alive, http-reuse always, timeouts client/server 60 s and
+#             http-keep-alive 75 s, no log, default tune.bufsize; a plain HTTP/1.1 frontend and a
+#             TLS one (`ssl crt <cert+key pem> alpn h2,http/1.1`, TLS >= 1.2), backlog 4096;
+#             option forwardfor, X-Real-IP %[src], X-Forwarded-Proto http/https by frontend,
+#             X-Forwarded-Host %[req.hdr(host)], unique-id-format of 4 x %[rand,hex,bytes(8)]
+#             (32 random hex digits, like nginx's $request_id) as X-Request-Id up and back;
+#             upstream checked with option httpchk GET /health, check inter 2s
 #   rproxy    the release build with matched settings: server.threads 1, http + https listeners,
-#             the same certificate, one pool with that upstream (probed on /health), access log off
-# and measures each scenario ROUNDS times, nginx then rproxy in turn (A B A B: drift hits both):
-#   h1        HTTP/1.1 keep-alive on the plain port: wrk --latency -t1 -c$CONNS -d$DURATION
-#   h2        TLS + HTTP/2, multiplexed:             h2load -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION
-#   h1-rate   the same fixed load on both, for latency at equal load: h2load --h1 -c$CONNS -m1
-#             --rps so that the total is $RATE req/s (below both proxies' capacity)
-#   h2-rate   the same over TLS + h2: h2load -c$H2_CLIENTS -m$H2_STREAMS --rps, $RATE req/s in all
+#             the same certificate, one pool with that upstream (probed on /health), access log
+#             off; `keepalive: 1024` in the upstream when this binary's `-t` accepts that key
+# Before measuring, each proxy is checked over HTTP/1.1 and TLS + h2: the upstream's body, our
+# certificate, an X-Request-Id of 32 hex digits returned, and the five headers reaching the
+# upstream. Then each scenario is measured ROUNDS times, every peer in turn, the order rotated
+# each round (nginx haproxy rproxy, haproxy rproxy nginx, ...) so that drift hits all, 1 s apart:
+#   h1-N      HTTP/1.1 keep-alive on the plain port: wrk --latency -t1 -cN --timeout 10s (one load
+#             thread; the connections open mid-run are counted with ss, a warning if fewer than N)
+#   h2-CxS    TLS + HTTP/2, multiplexed: h2load -t1 -cC -mS -D $DURATION (C clients x S streams)
 #   tls-new   new TLS connections: h2load -n $HANDSHAKES -c $HANDSHAKES -m1, i.e. that many
 #             clients, all started at once, each doing one full TLS 1.3 handshake (h2load never
 #             resumes a session across clients) and one h2 request; req/s = handshakes/s
-#   upstream  the upstream alone with the h1 load: the ceiling for both proxies
+#   upstream  the upstream alone with wrk at $CONNS connections: the ceiling for all proxies
+#   optional (not in the default list):
+#   h1, h2    h1-$CONNS and h2-${H2_CLIENTS}x$H2_STREAMS
+#   h1-rate   the same fixed load on all, for latency at equal load: h2load --h1 -c$CONNS -m1
+#             --rps so that the total is $RATE req/s (below all proxies' capacity)
+#   h2-rate   the same over TLS + h2: h2load -c$H2_CLIENTS -m$H2_STREAMS --rps, $RATE req/s in all
 # Each row gives req/s, p50/p99 latency (wrk's, or from h2load's per-request log), failed or
 # non-2xx responses, the proxy's peak RSS during that run (VmHWM from /proc, reset to the current
 # RSS before the run through /proc/<pid>/clear_refs; for nginx, its worker process) and the
 # proxy's CPU time per request (from /proc/<pid>/task/*/schedstat; less disturbed by other load
-# on the machine than req/s). The summary gives the median of the rounds and the rproxy/nginx
-# ratios.
+# on the machine than req/s). The summary gives, per scenario, the median of the rounds for each
+# peer, rproxy / the better peer (the higher req/s; the lower p99), rproxy / nginx for peak RSS,
+# CPU per request, the failed requests of each peer, and a verdict line per point: "ahead" when
+# rproxy's req/s >= the better peer's, else "behind".
 #
-#   benches/load/compare.sh                         # 2 rounds of 10 s runs (~5 min after the build)
-#   DURATION=2 ROUNDS=1 benches/load/compare.sh     # a quick check
+#   benches/load/compare.sh                         # 2 rounds of 10 s runs (~10 min after the build)
+#   DURATION=2 ROUNDS=1 benches/load/compare.sh     # a quick check (~2 min)
+#   RPROXY_BIN=/path/to/rproxy benches/load/compare.sh   # an existing build, e.g. of a worktree
 #
-# Environment: DURATION (seconds per run, 10), ROUNDS (2), CONNS (wrk connections, 50),
-# H2_CLIENTS (10), H2_STREAMS (10), HANDSHAKES (2000), RATE (4000 req/s for the *-rate runs),
-# SCENARIOS ("h1 h2 h1-rate h2-rate tls-new upstream"),
+# Environment: DURATION (seconds per run, 10), ROUNDS (2), SCENARIOS ("h1-10 h1-100 h1-1000
+# h2-1x100 h2-10x10 h2-100x10 tls-new upstream"; any h1-N and h2-CxS are accepted), CONNS (wrk
+# connections for upstream, h1 and h1-rate: 100), H2_CLIENTS (10) and H2_STREAMS (10) for h2 and
+# h2-rate, HANDSHAKES (2000), RATE (4000 req/s for the *-rate runs),
 # PIN=1 (load generators on CPU 1, proxies and upstream on CPU 0; default: no pinning, the
 # kernel spreads everything over all cores), RPROXY_BIN (use this binary, skip the build),
 # INSTRUCTIONS=1 (after the measured rounds, each proxy's user-space instructions per h1 request
 # under valgrind's callgrind: exact and unaffected by other load; needs Debian's valgrind),
-# KEEP=1 (keep the work directory with configs, logs and raw outputs), PROFILE=DIR (after the
-# measured rounds, one more rproxy run of PROFILE_SCENARIO (default h1), not counted, under
+# RPROXY_FAST_PATH=false (rproxy with `server.fast_path: false`: every request through pingora's
+# proxy, to measure one engine against the other), KEEP=1 (keep the work directory with configs, logs and raw outputs), PROFILE=DIR (after the
+# measured rounds, one more rproxy run of PROFILE_SCENARIO (default h1-100), not counted, under
 # `perf record -e cpu-clock --call-graph dwarf`; perf.data and the reports go to DIR; needs
 # Debian's linux-perf).
 #
-# Needs Debian's nginx-core, wrk, nghttp2-client (h2load), curl, openssl and iproute2 (ss); the
-# missing ones are installed with apt-get. Everything listens on 127.0.0.1, every tool runs under
-# `timeout`, and the trap stops everything this script started.
+# Needs Debian's nginx-core, haproxy, wrk, nghttp2-client (h2load), curl, openssl and iproute2
+# (ss); the missing ones are installed with apt-get. The open-file limit is raised to 65536 where
+# allowed, else to the hard limit; 1,000 connections need ~2,000 descriptors in a proxy, and the
+# listen backlogs (4096) are capped by net.core.somaxconn (a warning if it is lower). Everything
+# listens on 127.0.0.1, every tool runs under `timeout`, and the trap stops everything this
+# script started.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
-CONNS=${CONNS:-50}
+CONNS=${CONNS:-100}
 H2_CLIENTS=${H2_CLIENTS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
 HANDSHAKES=${HANDSHAKES:-2000}
-SCENARIOS=${SCENARIOS:-h1 h2 h1-rate h2-rate tls-new upstream}
+SCENARIOS=${SCENARIOS:-h1-10 h1-100 h1-1000 h2-1x100 h2-10x10 h2-100x10 tls-new upstream}
 RATE=${RATE:-4000}
 PIN=${PIN:-}
 
@@ -64,7 +99,7 @@ die() {
 
 # --- tools --------------------------------------------------------------------------------------
 need=()
-tools="nginx:nginx-core wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl ss:iproute2"
+tools="nginx:nginx-core haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl ss:iproute2"
 tools+=" taskset:util-linux"
 [[ -n ${INSTRUCTIONS:-} ]] && tools+=" valgrind:valgrind"
 for pair in $tools; do
@@ -86,6 +121,43 @@ fi
 [[ -x $RPROXY_BIN ]] || die "no rproxy binary at $RPROXY_BIN"
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+nofile=$(ulimit -n)
+# HAProxy wants 2 descriptors per connection (and a few more) for its maxconn, or does not start.
+hap_maxconn=$(((nofile - 1000) / 2))
+((hap_maxconn > 20000)) && hap_maxconn=20000
+somaxconn=$(cat /proc/sys/net/core/somaxconn 2>/dev/null || echo 4096)
+((somaxconn >= 4096)) ||
+    log "warning: net.core.somaxconn is $somaxconn: listen backlogs are capped below 4096" \
+        "(sysctl -w net.core.somaxconn=4096)"
+
+# parse_scenario NAME: sets kind (h1, h2, tls-new, upstream, h1-rate, h2-rate), conns (h1),
+# clients and streams (h2); dies on an unknown name.
+parse_scenario() {
+    kind='' conns='' clients='' streams=''
+    case $1 in
+    h1) kind=h1 conns=$CONNS ;;
+    h2) kind=h2 clients=$H2_CLIENTS streams=$H2_STREAMS ;;
+    h1-rate | h2-rate | tls-new) kind=$1 ;;
+    upstream) kind=upstream conns=$CONNS ;;
+    h1-*) kind=h1 conns=${1#h1-} ;;
+    h2-*x*) kind=h2 clients=${1#h2-} streams=${1#*x} clients=${clients%x*} ;;
+    esac
+    [[ -n $kind && $conns$clients$streams =~ ^[0-9]*$ ]] || die "unknown scenario $1"
+    [[ $kind != h1 || $conns -gt 0 ]] || die "unknown scenario $1"
+    [[ $kind != h2 || ($clients -gt 0 && $streams -gt 0) ]] || die "unknown scenario $1"
+}
+# The most client connections a proxy holds at once: every proxy must take them (nginx also needs
+# one worker connection per upstream connection, 2 per request in flight).
+most=0
+for scenario in $SCENARIOS; do
+    parse_scenario "$scenario"
+    [[ $kind == tls-new ]] && conns=$HANDSHAKES
+    [[ $kind == *-rate ]] && conns=$((CONNS > H2_CLIENTS ? CONNS : H2_CLIENTS))
+    ((${conns:-$clients} > most)) && most=${conns:-$clients}
+done
+((hap_maxconn >= most && 2 * most <= 16384)) ||
+    die "up to $most connections at once: open-file limit $nofile (haproxy maxconn $hap_maxconn) or" \
+        "nginx's worker_connections 16384 too low"
 
 # --- cleanup ------------------------------------------------------------------------------------
 work=$(mktemp -d /tmp/rproxy-compare.XXXXXX)
@@ -127,6 +199,8 @@ free_port() {
 free_port UP_PORT
 free_port NGX_HTTP
 free_port NGX_HTTPS
+free_port HAP_HTTP
+free_port HAP_HTTPS
 free_port RP_HTTP
 free_port RP_HTTPS
 free_port RP_ADMIN
@@ -139,11 +213,13 @@ if [[ $PIN == 1 ]]; then
 fi
 
 # --- certificate --------------------------------------------------------------------------------
-mkdir -p "$work/certs" "$work/nginx-up" "$work/nginx-proxy"
+mkdir -p "$work/certs" "$work/nginx-up" "$work/nginx-proxy" "$work/haproxy"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$work/certs/localhost.key" -out "$work/certs/localhost.crt" 2>/dev/null
 cert_fp=$(openssl x509 -in "$work/certs/localhost.crt" -noout -fingerprint -sha256)
+# HAProxy takes the certificate and its key in one file.
+cat "$work/certs/localhost.crt" "$work/certs/localhost.key" >"$work/certs/localhost.pem"
 
 # --- configurations -----------------------------------------------------------------------------
 body='{"service":"bench","status":"ok","items":[1,2,3,4,5],"message":"hello from the upstream"}'
@@ -155,6 +231,7 @@ nginx_common() { # $1 = prefix directory
     cat <<EOF
 $user_line
 worker_processes 1;
+worker_rlimit_nofile $nofile;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 16384; }
@@ -181,6 +258,10 @@ $(nginx_http_common "$work/nginx-up")
     server {
         listen 127.0.0.1:$UP_PORT backlog=4096;
         location = /health { return 200 "ok\n"; }
+        # What a proxy sent up, for the check before the runs.
+        location = /echo-headers {
+            return 200 "xff=\$http_x_forwarded_for rip=\$http_x_real_ip proto=\$http_x_forwarded_proto host=\$http_x_forwarded_host id=\$http_x_request_id\n";
+        }
         location / {
             default_type application/json;
             return 200 '$body';
@@ -195,9 +276,13 @@ EOF
     cat <<EOF
 http {
 $(nginx_http_common "$work/nginx-proxy")
+    ssl_session_cache shared:SSL:10m;
+    http2_max_concurrent_streams 128;
     upstream app {
         server 127.0.0.1:$UP_PORT;
-        keepalive 32;
+        # Idle upstream connections kept: not fewer than the requests in flight (up to 1,000).
+        keepalive 1024;
+        keepalive_requests 1000000;
     }
     server {
         listen 127.0.0.1:$NGX_HTTP backlog=4096;
@@ -223,10 +308,52 @@ $(nginx_http_common "$work/nginx-proxy")
 EOF
 } >"$work/nginx-proxy/nginx.conf"
 
-cat >"$work/proxy.yaml" <<EOF
+# HAProxy: the rules of both frontends, as in its documentation's reverse-proxy examples.
+haproxy_frontend() { # $1 = X-Forwarded-Proto
+    cat <<EOF
+    maxconn $hap_maxconn
+    option forwardfor
+    unique-id-format %[rand,hex,bytes(8)]%[rand,hex,bytes(8)]%[rand,hex,bytes(8)]%[rand,hex,bytes(8)]
+    unique-id-header X-Request-Id
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto $1
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-response set-header X-Request-Id %[unique-id]
+    default_backend app
+EOF
+}
+cat >"$work/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $hap_maxconn
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 75s
+    timeout check 1s
+frontend plain
+    bind 127.0.0.1:$HAP_HTTP backlog 4096
+$(haproxy_frontend http)
+frontend tls
+    bind 127.0.0.1:$HAP_HTTPS ssl crt $work/certs/localhost.pem alpn h2,http/1.1 backlog 4096
+$(haproxy_frontend https)
+backend app
+    http-reuse always
+    option httpchk GET /health
+    server up 127.0.0.1:$UP_PORT check inter 2s
+EOF
+
+# rproxy_config [extra upstream line]
+rproxy_config() {
+    cat <<EOF
 server:
   threads: 1
   grace_period: 1s
+  fast_path: ${RPROXY_FAST_PATH:-true}
 listen:
   http: "127.0.0.1:$RP_HTTP"
   https: "127.0.0.1:$RP_HTTPS"
@@ -238,9 +365,20 @@ upstreams:
   app:
     servers: ["127.0.0.1:$UP_PORT"]
     health: { path: /health, interval: 2s, timeout: 1s }
+${1:-}
 routes:
   - { name: bench, path: /, upstream: app }
 EOF
+}
+# Idle upstream connections like nginx's keepalive 1024, where this build has the key.
+rp_keepalive="    keepalive: 1024"
+rproxy_config "$rp_keepalive" >"$work/proxy-probe.yaml"
+if ! "$RPROXY_BIN" -t -c "$work/proxy-probe.yaml" >"$work/proxy-probe.log" 2>&1; then
+    log "note: this rproxy does not accept upstreams.app.keepalive ($(tail -1 "$work/proxy-probe.log"));" \
+        "running without it"
+    rp_keepalive=
+fi
+rproxy_config "$rp_keepalive" >"$work/proxy.yaml"
 
 cat >"$work/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -277,6 +415,11 @@ start_nginx "$work/nginx-up"
 up_master=${pids[-1]}
 start_nginx "$work/nginx-proxy"
 ngx_master=${pids[-1]}
+haproxy -c -q -f "$work/haproxy/haproxy.cfg" || die "haproxy -c rejects $work/haproxy/haproxy.cfg"
+# In the foreground (-db), one process: the one measured is the one doing the work.
+"${server_cpu[@]}" haproxy -db -f "$work/haproxy/haproxy.cfg" >>"$work/haproxy/haproxy.log" 2>&1 &
+pids+=($!)
+hap_pid=${pids[-1]}
 "$RPROXY_BIN" -t -c "$work/proxy.yaml" >/dev/null || die "rproxy -t rejects $work/proxy.yaml"
 RPROXY_LOG=warn "${server_cpu[@]}" "$RPROXY_BIN" -c "$work/proxy.yaml" >>"$work/rproxy.log" 2>&1 &
 pids+=($!)
@@ -284,20 +427,32 @@ rp_pid=${pids[-1]}
 
 wait_http "http://127.0.0.1:$UP_PORT/health"
 wait_http "http://127.0.0.1:$NGX_HTTP/"
+wait_http "http://127.0.0.1:$HAP_HTTP/"
 wait_http "http://127.0.0.1:$RP_ADMIN/readyz"
 worker_of() { awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null; }
 ngx_worker=$(worker_of "$ngx_master")
 up_worker=$(worker_of "$up_master")
 [[ -n $ngx_worker && -n $up_worker ]] || die "no nginx worker process"
 
-# Both proxies answer the upstream's body over HTTP/1.1 and over TLS + h2, with our certificate.
-for target in nginx:$NGX_HTTP:$NGX_HTTPS rproxy:$RP_HTTP:$RP_HTTPS; do
+# Every proxy answers the upstream's body over HTTP/1.1 and over TLS + h2, with our certificate,
+# returns a generated X-Request-Id and sends the same headers up.
+for target in nginx:$NGX_HTTP:$NGX_HTTPS haproxy:$HAP_HTTP:$HAP_HTTPS rproxy:$RP_HTTP:$RP_HTTPS; do
     IFS=: read -r name http https <<<"$target"
     wait_http "https://localhost:$https/" -k --http2
     got=$(curl -s --max-time 5 "http://localhost:$http/")
     [[ $got == "$body" ]] || die "$name over HTTP/1.1 answered: $got"
     got=$(curl -sk --max-time 5 --http2 -w ' %{http_version}' "https://localhost:$https/")
     [[ $got == "$body 2" ]] || die "$name over TLS + h2 answered: $got"
+    for url in "http://localhost:$http/echo-headers" "https://localhost:$https/echo-headers"; do
+        proto=${url%%:*} version=--http1.1
+        [[ $proto == https ]] && version=--http2
+        got=$(curl -sk --max-time 5 "$version" -D "$work/headers.txt" "$url")
+        want="xff=127.0.0.1 rip=127.0.0.1 proto=$proto host=localhost:${url##*:}"
+        want=${want%/echo-headers}
+        [[ $got =~ ^"$want id="[0-9a-fA-F]{32}$ ]] || die "$name ($url) sent up: $got (want $want id=<32 hex>)"
+        grep -qiF "x-request-id: ${got##*id=}" "$work/headers.txt" ||
+            die "$name ($url) did not return the X-Request-Id it sent up"
+    done
     fp=$(openssl s_client -connect "127.0.0.1:$https" -servername localhost </dev/null 2>/dev/null |
         openssl x509 -noout -fingerprint -sha256)
     [[ $fp == "$cert_fp" ]] || die "$name does not serve the benchmark certificate"
@@ -311,12 +466,22 @@ peak_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 cpu_ns() { cat "/proc/$1/task/"*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
 # Each run_* prints: req/s p50_ms p99_ms failed requests
-run_wrk() { # url [extra wrk args]
-    local url=$1 out
-    shift
-    out=$("${load_cpu[@]}" timeout $((DURATION + 30)) wrk --latency -t1 -c"$CONNS" \
-        -d"${DURATION}s" -s "$work/report.lua" "$@" "$url" | tee -a "$work/raw.txt" | grep '^RESULT') ||
+run_wrk() { # url connections
+    local url=$1 conns=$2 port out probe open
+    port=${url##*:} port=${port%%/*}
+    # Does wrk really hold that many connections? Counted mid-run (wrk's own sockets only).
+    (
+        sleep $(((DURATION + 1) / 2))
+        ss -Htnp state established "( dport = :$port )" | grep -c '"wrk"' >"$work/open.txt" || true
+    ) &
+    probe=$!
+    out=$("${load_cpu[@]}" timeout $((DURATION + 30)) wrk --latency -t1 -c"$conns" --timeout 10s \
+        -d"${DURATION}s" -s "$work/report.lua" "$url" | tee -a "$work/raw.txt" | grep '^RESULT') ||
         die "wrk failed against $url"
+    wait "$probe" || true
+    open=$(cat "$work/open.txt" 2>/dev/null || echo 0)
+    echo "wrk connections open mid-run against $url: $open of $conns" >>"$work/raw.txt"
+    ((open >= conns)) || log "warning: only $open of wrk's $conns connections were open mid-run against $url"
     awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
            printf "%.0f %.2f %.2f %d %d\n", v["requests"] / (v["duration_us"] / 1e6),
                v["p50_us"] / 1000, v["p99_us"] / 1000, v["errors"] + v["non2xx"], v["requests"] }' <<<"$out"
@@ -324,9 +489,9 @@ run_wrk() { # url [extra wrk args]
 
 # Percentiles from h2load's --log-file (3rd column: microseconds until the response ended).
 h2load_summary() { # raw-output log-file
-    local rps failed pct done
+    local rps failed pct completed
     rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' "$1")
-    done=$(awk '/^requests:/ { print $6 }' "$1")
+    completed=$(awk '/^requests:/ { print $6 }' "$1")
     failed=$(awk '/^requests:/ { f = $10 + $12 + $14 }
                   /^status codes:/ { f += $5 + $7 + $9 } END { print f + 0 }' "$1")
     pct=$(sort -n -k3,3 "$2" | awk '{ d[NR] = $3 } END {
@@ -334,7 +499,7 @@ h2load_summary() { # raw-output log-file
         i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
         i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
         printf "%.2f %.2f\n", d[i50] / 1000, d[i99] / 1000 }')
-    printf '%.0f %s %d %d\n' "$rps" "$pct" "$failed" "$done"
+    printf '%.0f %s %d %d\n' "$rps" "$pct" "$failed" "$completed"
 }
 
 run_h2load() { # port [h2load args]
@@ -353,16 +518,18 @@ run_h2load_url() { # url [h2load args]
     h2load_summary "$raw" "$log"
 }
 
-run_scenario() { # scenario target -> "rps p50 p99 failed"
+run_scenario() { # scenario target -> "rps p50 p99 failed requests"
     local http https
     case $2 in
     nginx) http=$NGX_HTTP https=$NGX_HTTPS ;;
+    haproxy) http=$HAP_HTTP https=$HAP_HTTPS ;;
     rproxy) http=$RP_HTTP https=$RP_HTTPS ;;
     upstream) http=$UP_PORT ;;
     esac
-    case $1 in
-    h1 | upstream) run_wrk "http://localhost:$http/" ;;
-    h2) run_h2load "$https" -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$DURATION" --warm-up-time=1 ;;
+    parse_scenario "$1"
+    case $kind in
+    h1 | upstream) run_wrk "http://localhost:$http/" "$conns" ;;
+    h2) run_h2load "$https" -t1 -c"$clients" -m"$streams" -D "$DURATION" --warm-up-time=1 ;;
     tls-new) run_h2load "$https" -t1 -c"$HANDSHAKES" -n"$HANDSHAKES" -m1 ;;
     h1-rate)
         run_h2load_url "http://localhost:$http/" --h1 -t1 -c"$CONNS" -m1 --rps=$((RATE / CONNS)) \
@@ -383,15 +550,20 @@ commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC'), rproxy at $commit"
 echo "machine:  $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)," \
     "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
-echo "tools:    $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')," \
+echo "rproxy:   $RPROXY_BIN, built $(date -u -r "$RPROXY_BIN" '+%Y-%m-%d %H:%M UTC')," \
+    "upstream keepalive: ${rp_keepalive:+1024}${rp_keepalive:-not supported by this build}"
+echo "tools:    $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "haproxy/" $3}')," \
+    "$(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')," \
     "$(h2load --version | head -1 | awk '{print "h2load " $2}')"
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the runs;" \
     "pinning: $([[ $PIN == 1 ]] && echo 'load generators on CPU 1, servers on CPU 0' || echo none)"
-log "nginx worker $ngx_worker, rproxy $rp_pid; ${ROUNDS} rounds of: $SCENARIOS (${DURATION}s runs)"
+echo "limits:   open files $nofile, somaxconn $somaxconn, haproxy maxconn $hap_maxconn"
+log "nginx worker $ngx_worker, haproxy $hap_pid, rproxy $rp_pid; ${ROUNDS} rounds of: $SCENARIOS" \
+    "(${DURATION}s runs)"
 # busy idle steal: the machine's CPU ticks so far (steal = taken by the hypervisor).
 ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
 ticks_start=$(ticks)
-row_format='%-9s %-8s %5s %9s %8s %8s %7s %12s %11s\n'
+row_format='%-10s %-8s %5s %9s %8s %8s %7s %12s %11s\n'
 # shellcheck disable=SC2059
 printf "$row_format" scenario target round 'req/s' 'p50 ms' 'p99 ms' failed 'peak RSS KiB' \
     'CPU us/req'
@@ -399,13 +571,18 @@ printf "$row_format" scenario target round 'req/s' 'p50 ms' 'p99 ms' failed 'pea
 # the keep-alive runs, so the memory it leaves behind does not count in their peaks.
 for scenario in $SCENARIOS; do
     for round in $(seq "$ROUNDS"); do
-        targets="nginx rproxy"
+        # Every peer in turn, the order rotated each round.
+        peers=(nginx haproxy rproxy)
+        r=$(((round - 1) % 3))
+        targets="${peers[*]:r} ${peers[*]:0:r}"
         [[ $scenario == upstream ]] && targets=upstream
         for target in $targets; do
-            pid=
-            [[ $target == nginx ]] && pid=$ngx_worker
-            [[ $target == rproxy ]] && pid=$rp_pid
-            [[ $target == upstream ]] && pid=$up_worker
+            case $target in
+            nginx) pid=$ngx_worker ;;
+            haproxy) pid=$hap_pid ;;
+            rproxy) pid=$rp_pid ;;
+            upstream) pid=$up_worker ;;
+            esac
             sleep 1 # let the previous run's connections close
             [[ $target != upstream ]] && peak_reset "$pid"
             cpu0=$(cpu_ns "$pid")
@@ -427,6 +604,7 @@ for scenario in $SCENARIOS; do
     done
 done
 kill -0 "$rp_pid" 2>/dev/null || die "rproxy exited during the run (see $work/rproxy.log)"
+kill -0 "$hap_pid" 2>/dev/null || die "haproxy exited during the run (see $work/haproxy/haproxy.log)"
 read -r b0 i0 s0 <<<"$ticks_start"
 read -r b1 i1 s1 <<<"$(ticks)"
 awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) 'BEGIN { t = b + i + s
@@ -437,7 +615,7 @@ awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) 'BEGIN { t = b + i + s
 if [[ -n ${PROFILE:-} ]]; then
     mkdir -p "$PROFILE"
     command -v perf >/dev/null || die "PROFILE needs perf (Debian: linux-perf)"
-    PROFILE_SCENARIO=${PROFILE_SCENARIO:-h1}
+    PROFILE_SCENARIO=${PROFILE_SCENARIO:-h1-100}
     log "profiling rproxy under the $PROFILE_SCENARIO load for ${DURATION}s into $PROFILE"
     perf record -q -e cpu-clock -F 999 --call-graph dwarf,65528 -p "$rp_pid" \
         -o "$PROFILE/perf.data" -- sleep $((DURATION + 1)) 2>"$PROFILE/record.log" &
@@ -479,26 +657,31 @@ count_ir() { # name url command... -> "instructions requests"
 }
 if [[ -n ${INSTRUCTIONS:-} ]]; then
     log "instructions per request under callgrind (${DURATION}s h1 runs, 10 connections)"
-    kill -TERM "$rp_pid" "$ngx_master" 2>/dev/null || true
-    timeout 10 tail --pid="$rp_pid" -f /dev/null 2>/dev/null || true
-    timeout 10 tail --pid="$ngx_master" -f /dev/null 2>/dev/null || true
+    kill -TERM "$rp_pid" "$ngx_master" "$hap_pid" 2>/dev/null || true
+    for p in "$rp_pid" "$ngx_master" "$hap_pid"; do
+        timeout 10 tail --pid="$p" -f /dev/null 2>/dev/null || true
+    done
     read -r ngx_ir ngx_n <<<"$(count_ir nginx "http://127.0.0.1:$NGX_HTTP/" \
         nginx -e "$work/nginx-proxy/error.log" -p "$work/nginx-proxy" \
         -c "$work/nginx-proxy/nginx.conf" -g 'daemon off; master_process off;')"
+    read -r hap_ir hap_n <<<"$(count_ir haproxy "http://127.0.0.1:$HAP_HTTP/" \
+        haproxy -db -f "$work/haproxy/haproxy.cfg")"
     read -r rp_ir rp_n <<<"$(RPROXY_LOG=warn count_ir rproxy "http://127.0.0.1:$RP_HTTP/" \
         "$RPROXY_BIN" -c "$work/proxy.yaml")"
     echo
-    awk -v a="$ngx_ir" -v an="$ngx_n" -v b="$rp_ir" -v bn="$rp_n" 'BEGIN {
-        if (an == 0 || bn == 0) { print "instructions: no requests counted"; exit }
-        printf "instructions per h1 request (callgrind): nginx %.0f (%d requests), rproxy %.0f (%d requests), ratio %.2f\n",
-            a / an, an, b / bn, bn, (b / bn) / (a / an) }'
+    awk -v a="$ngx_ir" -v an="$ngx_n" -v h="$hap_ir" -v hn="$hap_n" -v b="$rp_ir" -v bn="$rp_n" 'BEGIN {
+        if (an == 0 || hn == 0 || bn == 0 || a == 0 || h == 0) { print "instructions: no requests counted"; exit }
+        printf "instructions per h1 request (callgrind): nginx %.0f (%d requests), haproxy %.0f (%d requests), rproxy %.0f (%d requests); rproxy / nginx %.2f, rproxy / haproxy %.2f\n",
+            a / an, an, h / hn, hn, b / bn, bn, (b / bn) / (a / an), (b / bn) / (h / hn) }'
 fi
 
 # --- summary ------------------------------------------------------------------------------------
 echo
-echo "median of $ROUNDS rounds (one disturbed round does not move it); RSS: the highest peak of" \
-    "the rounds; ratio = rproxy / nginx; CPU: the proxy's CPU time per request in us (nginx: its worker)"
-awk -F'\t' -v scenarios="$SCENARIOS" '
+echo "median of $ROUNDS rounds (one disturbed round does not move it); x = rproxy / the better peer" \
+    "(the higher req/s, the lower p99); RSS: the highest peak of the rounds, x = rproxy / nginx;" \
+    "CPU: the proxy's CPU time per request in us (nginx: its worker); failed: failed or non-2xx" \
+    "responses over all rounds"
+awk -F'\t' -v scenarios="$SCENARIOS" -v conns="$CONNS" '
     # med(k, col): the median of column col over the rounds of key k (insertion sort; mawk has no asort).
     function med(k, col,    m, i, j, t, v) {
         m = n[k]
@@ -510,6 +693,7 @@ awk -F'\t' -v scenarios="$SCENARIOS" '
         }
         return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
     }
+    function lat(k) { return sprintf("%.2f/%.2f", med(k, 5), med(k, 6)) }
     {
         k = $1 SUBSEP $2
         r = ++n[k]
@@ -518,27 +702,58 @@ awk -F'\t' -v scenarios="$SCENARIOS" '
         if ($8 != "-" && $8 > rss[k]) rss[k] = $8
     }
     END {
-        printf "%-9s %10s %10s %6s %15s %15s %6s %10s %10s %6s %9s %9s\n", "scenario",
-            "nginx r/s", "rproxy r/s", "ratio", "nginx p50/p99", "rproxy p50/p99", "p99 x",
-            "nginx KiB", "rproxy KiB", "RSS x", "nginx CPU", "rproxy CPU"
         ns = split(scenarios, s, " ")
         for (i = 1; i <= ns; i++) {
-            if (s[i] == "upstream") continue
-            a = s[i] SUBSEP "nginx"; b = s[i] SUBSEP "rproxy"
-            if (!n[a] || !n[b]) continue
-            lat = s[i] != "tls-new"
-            la = lat ? sprintf("%.2f/%.2f", med(a, 5), med(a, 6)) : "-"
-            lb = lat ? sprintf("%.2f/%.2f", med(b, 5), med(b, 6)) : "-"
-            px = lat && med(a, 6) > 0 ? sprintf("%.2f", med(b, 6) / med(a, 6)) : "-"
-            printf "%-9s %10.0f %10.0f %6.2f %15s %15s %6s %10d %10d %6.2f %9.1f %9.1f\n", s[i],
-                med(a, 4), med(b, 4), med(b, 4) / med(a, 4), la, lb, px, rss[a], rss[b],
-                rss[b] / rss[a], med(a, 9), med(b, 9)
-            if (fail[a] + fail[b] > 0)
-                printf "  failed or non-2xx responses: nginx %d, rproxy %d\n", fail[a], fail[b]
+            a = s[i] SUBSEP "nginx"; h = s[i] SUBSEP "haproxy"; b = s[i] SUBSEP "rproxy"
+            if (s[i] != "upstream" && n[a] && n[h] && n[b]) pts[++np] = s[i]
         }
-        u = "upstream" SUBSEP "upstream"; h = "h1" SUBSEP "rproxy"; g = "h1" SUBSEP "nginx"
-        if (n[u] && n[h] && n[g])
-            printf "upstream alone (h1): %.0f req/s, p50/p99 %.2f/%.2f ms, %.1f us CPU/req; h1 through rproxy = %.0f%%, through nginx = %.0f%% of it\n",
-                med(u, 4), med(u, 5), med(u, 6), med(u, 9), 100 * med(h, 4) / med(u, 4),
-                100 * med(g, 4) / med(u, 4)
+        if (!np) exit
+        printf "%-10s %10s %11s %10s %5s %-8s %13s %13s %13s %5s %s\n", "scenario", "nginx r/s",
+            "haproxy r/s", "rproxy r/s", "x", "better", "nginx p50/99", "hapr p50/99", "rprx p50/99",
+            "p99 x", "lower p99"
+        for (i = 1; i <= np; i++) {
+            p = pts[i]; a = p SUBSEP "nginx"; h = p SUBSEP "haproxy"; b = p SUBSEP "rproxy"
+            best = med(h, 4) > med(a, 4) ? h : a
+            ratio[p] = med(b, 4) / med(best, 4)
+            bname[p] = best == h ? "haproxy" : "nginx"
+            if (p == "tls-new") {
+                la = lh = lb = px[p] = lname[p] = "-"
+            } else {
+                low = med(h, 6) < med(a, 6) ? h : a
+                la = lat(a); lh = lat(h); lb = lat(b)
+                lname[p] = low == h ? "haproxy" : "nginx"
+                px[p] = med(low, 6) > 0 ? sprintf("%.2f", med(b, 6) / med(low, 6)) : "-"
+            }
+            printf "%-10s %10.0f %11.0f %10.0f %5.2f %-8s %13s %13s %13s %5s %s\n", p, med(a, 4),
+                med(h, 4), med(b, 4), ratio[p], bname[p], la, lh, lb, px[p], lname[p]
+        }
+        print ""
+        printf "%-10s %9s %9s %9s %5s %9s %9s %9s %16s\n", "scenario", "nginx KiB", "hapr KiB",
+            "rprx KiB", "RSS x", "nginx CPU", "hapr CPU", "rprx CPU", "failed n/h/r"
+        for (i = 1; i <= np; i++) {
+            p = pts[i]; a = p SUBSEP "nginx"; h = p SUBSEP "haproxy"; b = p SUBSEP "rproxy"
+            printf "%-10s %9d %9d %9d %5.2f %9.1f %9.1f %9.1f %16s\n", p, rss[a], rss[h], rss[b],
+                rss[a] ? rss[b] / rss[a] : 0, med(a, 9), med(h, 9), med(b, 9),
+                sprintf("%d/%d/%d", fail[a], fail[h], fail[b])
+        }
+        print ""
+        for (i = 1; i <= np; i++) {
+            p = pts[i]; a = p SUBSEP "nginx"; h = p SUBSEP "haproxy"; b = p SUBSEP "rproxy"
+            printf "verdict %-10s %-7s rproxy %.3f x the req/s of %s", p,
+                (ratio[p] >= 1.0 ? "ahead:" : "behind:"), ratio[p], bname[p]
+            if (px[p] != "-") printf ", p99 %s x that of %s", px[p], lname[p]
+            if (fail[a] + fail[h] + fail[b] > 0)
+                printf "; FAILED requests: nginx %d, haproxy %d, rproxy %d", fail[a], fail[h], fail[b]
+            print ""
+        }
+        u = "upstream" SUBSEP "upstream"; p = "h1-" conns
+        if (!n[p SUBSEP "rproxy"]) p = "h1"
+        if (n[u] && n[p SUBSEP "rproxy"] && n[p SUBSEP "nginx"] && n[p SUBSEP "haproxy"])
+            printf "upstream alone (wrk, %d connections): %.0f req/s, p50/p99 %.2f/%.2f ms, %.1f us CPU/req; %s through nginx = %.0f%%, haproxy = %.0f%%, rproxy = %.0f%% of it\n",
+                conns, med(u, 4), med(u, 5), med(u, 6), med(u, 9), p,
+                100 * med(p SUBSEP "nginx", 4) / med(u, 4), 100 * med(p SUBSEP "haproxy", 4) / med(u, 4),
+                100 * med(p SUBSEP "rproxy", 4) / med(u, 4)
+        else if (n[u])
+            printf "upstream alone (wrk, %d connections): %.0f req/s, p50/p99 %.2f/%.2f ms, %.1f us CPU/req\n",
+                conns, med(u, 4), med(u, 5), med(u, 6), med(u, 9)
     }' "$results"

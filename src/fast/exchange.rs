@@ -140,10 +140,9 @@ pub(super) async fn run<D: Downstream>(
     let keep = !req.close && rest == 0;
     let (route, pool, next) = match plan {
         Plan::Refuse(route, pool, refusal) => {
-            let (status, after) = local::refusal(refusal);
-            let after = after.to_string();
-            let extra = [("retry-after", after.as_str())];
-            let next = answer(d, req, &mut rec, status, &extra, keep, id).await;
+            let refused = local::refusal(refusal);
+            let extra = refused.headers();
+            let next = answer(d, req, &mut rec, refused.status, &extra, keep, id).await;
             (route, pool, next)
         }
         Plan::Forward(fwd) => {

@@ -162,9 +162,8 @@ impl Proxy {
 
     /// Answers a request a limit refused.
     async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, refusal: Refusal) -> Result<bool> {
-        let (status, after) = local::refusal(refusal);
-        let after = after.to_string();
-        self.local(session, ctx, status, &[("retry-after", &after)])
+        let refused = local::refusal(refusal);
+        self.local(session, ctx, refused.status, &refused.headers())
             .await
     }
 
@@ -389,7 +388,7 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
             return e;
         }
-        let replayable = session.req_header().method.is_idempotent()
+        let replayable = crate::request::is_idempotent(session.req_header().method.as_str())
             && !session.as_ref().retry_buffer_truncated()
             && ctx.upstream_status.is_none();
         let failure = Failure::from_pingora(&e);

@@ -28,11 +28,30 @@ pub fn status_headers(status: u16) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// A refusal's status and its `Retry-After` (seconds).
-pub fn refusal(r: Refusal) -> (u16, u64) {
-    match r {
+/// The answer to a refused request: its status and when to come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalAnswer {
+    pub status: u16,
+    /// `Retry-After`, in seconds.
+    retry_after: String,
+}
+
+impl RefusalAnswer {
+    /// The headers it carries.
+    pub fn headers(&self) -> [(&str, &str); 1] {
+        [("retry-after", self.retry_after.as_str())]
+    }
+}
+
+/// How a refusal is answered.
+pub fn refusal(r: Refusal) -> RefusalAnswer {
+    let (status, after) = match r {
         Refusal::RateLimited(after) => (429, after),
         Refusal::Busy | Refusal::NoServer => (503, 1),
+    };
+    RefusalAnswer {
+        status,
+        retry_after: after.to_string(),
     }
 }
 
@@ -74,7 +93,12 @@ mod tests {
             "content-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\n\
              retry-after: 1\r\nx-a: 1\r\nx-request-id: id\r\n"
         );
-        assert_eq!(refusal(Refusal::RateLimited(3)), (429, 3));
-        assert_eq!(refusal(Refusal::NoServer), (503, 1));
+        let limited = refusal(Refusal::RateLimited(3));
+        assert_eq!(
+            (limited.status, limited.headers()),
+            (429, [("retry-after", "3")])
+        );
+        let none = refusal(Refusal::NoServer);
+        assert_eq!((none.status, none.headers()), (503, [("retry-after", "1")]));
     }
 }

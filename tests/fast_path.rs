@@ -15,6 +15,16 @@ use common::{Proxy, RawUpstream, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// These tests hold rproxy's own engine to its byte-level behaviour (framing, pipelining,
+/// interim responses, connection reuse), so they pin it even when the suite runs over
+/// pingora's path (`RPROXY_TEST_ENGINE=pingora`); what both engines must share is in
+/// tests/engines.rs and the rest of the suite.
+const FAST: &str = "fast_path: true";
+
+async fn on_the_fast_path(yaml: &str) -> Proxy {
+    Proxy::builder().server(FAST).yaml(yaml).start().await
+}
+
 /// One pool `app` with the given servers, and a catch-all route to it.
 fn app_yaml(server: &str) -> String {
     format!(
@@ -69,7 +79,7 @@ async fn chunked_responses_with_trailers_pass_through_and_the_connection_stays_i
         }
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
 
     let resp = conn.get("/chunked").await;
@@ -117,7 +127,7 @@ async fn close_delimited_response_arrives_whole_and_closes_the_client_connection
         }
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
 
     // The reader takes a body without Content-Length or chunked up to the close, so getting a
@@ -148,7 +158,7 @@ async fn head_204_and_304_responses_end_at_their_head() {
         path => ok(path),
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
     // Well inside the upstream read_timeout (5 s): a proxy waiting for a body fails here.
     let prompt = Duration::from_secs(2);
@@ -188,7 +198,7 @@ async fn pipelined_requests_are_answered_in_order() {
         ok(&format!("{} {} {body}", req.method, req.path))
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
 
     conn.send(
@@ -225,7 +235,7 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_pooled_upstream_connections() {
     let up = keep_alive_upstream(|req| ok(&req.path)).await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
     for i in 0..20 {
         assert_ok(&conn.get(&format!("/seq/{i}")).await, &format!("/seq/{i}"));
@@ -258,7 +268,7 @@ async fn upstream_closing_after_each_answer_costs_no_get() {
         }
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
 
     let mut failures = Vec::new();
     let mut conn = Conn::open(&proxy).await;
@@ -299,7 +309,7 @@ async fn get_on_a_pooled_connection_the_upstream_drops_is_retried() {
         }
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
     for i in 0..10 {
         let path = format!("/retry/{i}");
@@ -315,7 +325,7 @@ async fn get_on_a_pooled_connection_the_upstream_drops_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_arrive_byte_exact_whether_read_whole_or_streamed() {
     let up = Upstream::echo("echo").await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
 
     // Up to 64 KiB the body is read whole first; past that it is streamed.
@@ -384,7 +394,7 @@ async fn interim_responses_are_dropped_before_the_final_one() {
         _ => vec!["HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter"],
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
     for path in ["/together", "/apart"] {
         let resp = conn.get(path).await;
@@ -405,7 +415,7 @@ async fn final_head_split_after_an_interim_response_is_still_read() {
         ]
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
     assert_ok(&conn.get("/split").await, "final");
 }
@@ -451,7 +461,7 @@ async fn malformed_upstream_responses_are_502() {
         let _ = read_more(&mut s, &mut buf).await;
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
 
     let mut wrong = Vec::new();
     for (path, _) in MALFORMED {
@@ -477,6 +487,7 @@ async fn malformed_upstream_responses_are_502() {
 
 async fn upstream_and_static_proxy(up: &RawUpstream) -> Proxy {
     Proxy::builder()
+        .server(FAST)
         .file("site/hello.txt", "hello from disk")
         .yaml(&format!(
             "upstreams:\n  app:\n    servers: [{}]\n    read_timeout: 5s\n\
@@ -541,7 +552,7 @@ async fn pipelined_requests_across_a_handoff_get_right_answers_or_a_clean_close(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_request_id_is_kept_or_generated_and_sent_both_ways() {
     let up = request_id_upstream().await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let mut conn = Conn::open(&proxy).await;
 
     conn.send(b"GET /a HTTP/1.1\r\nHost: fast.test\r\nX-Request-Id: client-id.42_x\r\n\r\n")
@@ -585,6 +596,7 @@ async fn tls_http1_takes_the_fast_path_and_hands_over_through_tls() {
     .await;
     let cert = common::tls::TestCert::new(&["fast.test"]);
     let builder = Proxy::builder()
+        .server(FAST)
         .https()
         .file("site/hello.txt", "hello from disk");
     cert.write(&builder.dir().join("certs"), "fast");

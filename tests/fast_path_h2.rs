@@ -18,6 +18,16 @@ use common::{dead_addr, Proxy, RawUpstream, Upstream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+/// These tests hold rproxy's own engine to its byte-level behaviour (framing, pipelining,
+/// interim responses, connection reuse), so they pin it even when the suite runs over
+/// pingora's path (`RPROXY_TEST_ENGINE=pingora`); what both engines must share is in
+/// tests/engines.rs and the rest of the suite.
+const FAST: &str = "fast_path: true";
+
+async fn on_the_fast_path(yaml: &str) -> Proxy {
+    Proxy::builder().server(FAST).yaml(yaml).start().await
+}
+
 /// One pool `app` with the given server, and a catch-all route to it.
 fn app_yaml(server: &str) -> String {
     format!(
@@ -29,7 +39,7 @@ fn app_yaml(server: &str) -> String {
 /// A proxy with an https listener holding a certificate for `fast.test`, and that certificate.
 async fn tls_proxy(yaml: &str) -> (Proxy, TestCert) {
     let cert = TestCert::new(&["fast.test"]);
-    let builder = Proxy::builder().https();
+    let builder = Proxy::builder().server(FAST).https();
     cert.write(&builder.dir().join("certs"), "fast");
     (builder.yaml(yaml).start().await, cert)
 }
@@ -143,7 +153,7 @@ async fn close_delimited_response_reaches_the_h2_client_whole_and_ends_the_strea
         }
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let h2 = H2::h2c(&proxy).await;
 
     // `get` reads to END_STREAM: a stream left open or reset fails here.
@@ -173,7 +183,7 @@ async fn chunked_response_cut_off_upstream_is_not_ended_cleanly_over_h2() {
         let _ = s.write_all(cut).await;
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let h2 = H2::h2c(&proxy).await;
 
     let req = h2.request("GET", "/cut").body(()).unwrap();
@@ -204,7 +214,7 @@ async fn head_204_and_304_responses_end_at_their_head_over_h2() {
         path => ok(path),
     })
     .await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let h2 = H2::h2c(&proxy).await;
     // Well inside the upstream read_timeout (5 s): a proxy waiting for a body fails here.
     let prompt = Duration::from_secs(2);
@@ -247,7 +257,7 @@ async fn head_204_and_304_responses_end_at_their_head_over_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_arrive_byte_exact_read_whole_or_handed_to_pingora() {
     let up = Upstream::echo("echo").await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let h2 = H2::h2c(&proxy).await;
 
     // (path, size, declared length, DATA frames): up to 64 KiB with a length the fast path reads
@@ -284,7 +294,7 @@ async fn many_concurrent_streams_share_a_few_pooled_upstream_connections() {
     const STREAMS: usize = 100;
     const ROUNDS: usize = 5;
     let up = keep_alive_upstream(|req| ok(&req.path)).await;
-    let proxy = Proxy::start(&app_yaml(&up.host_port())).await;
+    let proxy = on_the_fast_path(&app_yaml(&up.host_port())).await;
     let h2 = H2::h2c(&proxy).await;
 
     let mut wrong = Vec::new();

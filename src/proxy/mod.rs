@@ -57,7 +57,7 @@ fn head_size(req: &RequestHeader) -> usize {
 
 /// The client's `X-Request-Id` when it is usable, else a new one.
 fn request_id(req: &RequestHeader) -> HeaderValue {
-    let given = req.headers.get("x-request-id").map(HeaderValue::as_bytes);
+    let given = crate::request::id::given(&req.headers);
     // A usable id and hex digits are always valid header values.
     HeaderValue::from_bytes(RequestId::of(given).as_bytes())
         .unwrap_or_else(|_| HeaderValue::from_static("0"))

@@ -23,9 +23,18 @@ pub fn hsts(listener: Listener, route: &Route) -> Option<&'static str> {
 pub fn request_host(req: &pingora_http::RequestHeader) -> &str {
     req.headers
         .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| host_text(v.as_bytes()))
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("")
+}
+
+/// A Host value as text: visible ASCII, spaces and tabs only (what `HeaderValue::to_str`
+/// takes); anything else is no host at all, for routing and for `X-Forwarded-Host` alike.
+pub fn host_text(value: &[u8]) -> Option<&str> {
+    let text = value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    text.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// What a header name means to a proxy; one match on the length, then a case-insensitive compare.

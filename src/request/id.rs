@@ -1,6 +1,19 @@
 //! Request ids: the client's `X-Request-Id` when it is usable, else 128 random bits. The id
 //! goes upstream, back to the client and into the access log.
 
+use super::headers::{kind, Kind, Lines};
+
+/// The request id a client sent: its first `X-Request-Id` line.
+pub fn given<L: Lines + ?Sized>(lines: &L) -> Option<&[u8]> {
+    let mut first = None;
+    lines.each(|name, value| {
+        if first.is_none() && kind(name) == Kind::RequestId {
+            first = Some(value);
+        }
+    });
+    first
+}
+
 /// A client's request id is kept when it is 1 to 128 printable ASCII characters.
 pub fn usable(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= 128 && id.iter().all(u8::is_ascii_graphic)
@@ -51,6 +64,22 @@ mod tests {
         assert!(a
             .iter()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn the_first_line_is_the_given_id() {
+        let lines = [
+            httparse::Header {
+                name: "X-Request-Id",
+                value: b"",
+            },
+            httparse::Header {
+                name: "x-request-id",
+                value: b"1",
+            },
+        ];
+        assert_eq!(given(&lines[..]), Some(&b""[..]));
+        assert_eq!(RequestId::of(given(&lines[..])).as_bytes().len(), 32);
     }
 
     #[test]

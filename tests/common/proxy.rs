@@ -116,6 +116,12 @@ impl ProxyBuilder {
 
         let mut yaml = String::new();
         yaml.push_str("server:\n  threads: 2\n  grace_period: 1s\n");
+        // `RPROXY_TEST_ENGINE=pingora` runs the suite with every request on pingora's path
+        // (`.ci/run` runs it both ways); a test that sets `fast_path` itself keeps its own.
+        let pinned = self.server_extra.iter().any(|l| l.starts_with("fast_path"));
+        if !pinned && std::env::var("RPROXY_TEST_ENGINE").is_ok_and(|e| e == "pingora") {
+            yaml.push_str("  fast_path: false\n");
+        }
         for line in &self.server_extra {
             yaml.push_str(&format!("  {line}\n"));
         }

@@ -88,6 +88,7 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Parsed<
     if !target.starts_with('/') {
         return Parsed::Elsewhere("not an origin-form target");
     }
+    let target = crate::request::without_fragment(target);
     let headers: &'b [Header<'b>] = req.headers;
     let (content_length, has_length) = match request_framing(headers) {
         Ok(BodyFraming::None) => (0, false),
@@ -111,7 +112,7 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Parsed<
         match kind(h.name) {
             Kind::Host => {
                 hosts += 1;
-                head.host = std::str::from_utf8(h.value).unwrap_or("");
+                head.host = headers::host_text(h.value).unwrap_or("");
             }
             Kind::Expect => return Parsed::Elsewhere("Expect"),
             Kind::Upgrade if headers::is_websocket_upgrade(std::slice::from_ref(h)) => {
@@ -120,13 +121,13 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Parsed<
             Kind::Connection => {
                 head.close |= connection_tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
             }
-            Kind::RequestId => head.request_id = Some(h.value),
             _ => {}
         }
     }
     if hosts != 1 || head.host.is_empty() {
         return Parsed::Elsewhere("no single Host");
     }
+    head.request_id = crate::request::id::given(headers);
     Parsed::Complete(head)
 }
 
@@ -159,7 +160,7 @@ pub fn from_pingora<'a>(
         content_length: declared.unwrap_or(0),
         has_length: declared.is_some(),
         close: false,
-        request_id: req.headers.get("x-request-id").map(|v| v.as_bytes()),
+        request_id: crate::request::id::given(&req.headers),
         lines: Lines::Map(&req.headers),
     })
 }

@@ -100,7 +100,9 @@ impl HttpServerApp for Timed {
             } else {
                 session
             };
-            return self.inner.process_new_http(session, shutdown).await;
+            // pingora's future is large: on the heap, and only for the streams it takes, so
+            // that this future (boxed per stream) stays small to build and move.
+            return Box::pin(self.inner.process_new_http(session, shutdown)).await;
         };
         let rt = self.state.peek();
         let settings = &rt.settings;
@@ -114,8 +116,7 @@ impl HttpServerApp for Timed {
             settings.keepalive_timeout + settings.header_timeout
         };
         drop(rt);
-        let request = self.inner.process_new_http(session, shutdown);
-        tokio::pin!(request);
+        let mut request = Box::pin(self.inner.process_new_http(session, shutdown));
         // pingora's coarse timer wheel: far cheaper per request than a tokio timer.
         if let Ok(done) = fast_timeout(limit, &mut request).await {
             return done;

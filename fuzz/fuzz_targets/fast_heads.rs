@@ -10,20 +10,17 @@
 //!
 //! | `b0 & 3` | bytes | options |
 //! | --- | --- | --- |
-//! | 0 | a request head (and body) | `b0`: 4 https, 8 IPv6 client, 16 route `/api` with `strip_prefix`; `b1`: the route's headers (one bit each, `ROUTE_HEADERS`) |
+//! | 0 | a request head (and body) | `b0`: 4 https, 8 IPv6 client, 16 route `/api` with `strip_prefix`; `b1`: the route's headers (one bit each, `rproxy_fuzz::ROUTE_HEADERS`) |
 //! | 1 | a response head (and body) | `b0`: 4 answers a HEAD, 8 keep-alive, 16 HSTS; `b1`: status and `head_only` of a local response |
 //! | 2 | a chunked body | `b1`: seed of the split points |
 //! | 3 | a Content-Length body | `b1`: the length (`& 0x80`: 8 bytes of the body as a little-endian u64) |
 //!
 //! `head_end`, `parse_request` and `parse_response` run on the bytes in every mode.
-//! `FAST_HEADS_KNOWN=1` tolerates the findings listed in fuzz/README.md (see `known`), so a long
-//! run can look for others; `fuzz/regressions/fast_heads/` holds their minimized inputs.
+//! `fuzz/regressions/fast_heads/` holds the minimized inputs of past findings (fuzz/README.md).
 #![no_main]
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
-use http::header::{HeaderName, HeaderValue};
 use httparse::Status;
 use libfuzzer_sys::fuzz_target;
 use rproxy::fast::body::{ChunkedScanner, Framing, Progress};
@@ -31,59 +28,12 @@ use rproxy::fast::head::{
     head_end, parse_request, parse_response, storage, write_client_response,
     write_local_response, write_upstream_request, Added, Client, Parsed, MAX_HEADERS,
 };
-use rproxy::routing::{Route, Target};
+use rproxy_fuzz::{connection_tokens, decimal, show, values, FORWARDED, HOP};
 
-/// Never forwarded in either direction (RFC 9110 7.6.1; Transfer-Encoding is ours to frame).
-const HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-/// What the upstream request gets from rproxy, exactly once each.
-const FORWARDED: &[&str] = &[
-    "host",
-    "x-forwarded-for",
-    "x-real-ip",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-];
-/// What a route can set; `b1` picks them. The route's value replaces the client's and rproxy's.
-const ROUTE_HEADERS: &[(&str, &str)] = &[
-    ("x-env", "prod"),
-    ("accept", "text/html"),
-    ("host", "backend.internal"),
-    ("x-forwarded-proto", "https"),
-    ("x-forwarded-for", "203.0.113.9"),
-    ("x-real-ip", "203.0.113.9"),
-    ("x-request-id", "route-id"),
-    ("cookie", "route=1"),
-];
 const GENERATED_ID: &[u8] = b"0123456789abcdef0123456789abcdef";
 const DATE: &[u8] = b"Sun, 22 Nov 2026 08:00:00 GMT";
 const HSTS: &str = "max-age=31536000";
 const LOCAL_STATUS: &[u16] = &[400, 404, 413, 429, 500, 502, 503, 504];
-
-/// The findings `FAST_HEADS_KNOWN=1` tolerates, by their names in fuzz/README.md.
-const KNOWN: &[&str] = &[
-    "route-headers-added",
-    "connection-named-cookie",
-    "connection-named-content-length",
-    "connection-named-hsts",
-    "connection-named-framing",
-    "content-length-list",
-];
-
-fn known(finding: &str) -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    assert!(KNOWN.contains(&finding), "unlisted finding {finding}");
-    *ON.get_or_init(|| std::env::var_os("FAST_HEADS_KNOWN").is_some_and(|v| v == "1"))
-}
 
 fuzz_target!(|data: &[u8]| {
     let [flags, opt, raw @ ..] = data else {
@@ -176,6 +126,7 @@ fn request(flags: u8, opt: u8, raw: &[u8]) {
         .flat_map(|v| v.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .collect();
+    assert_eq!(req.has_length, !lengths.is_empty());
     match lengths.first() {
         None => assert_eq!(req.content_length, 0),
         Some(first) => {
@@ -191,20 +142,7 @@ fn request(flags: u8, opt: u8, raw: &[u8]) {
 
     // The route, the client, and the head they make.
     let api = flags & 16 != 0;
-    let mut route = Route::new(
-        "r".into(),
-        if api { "/api" } else { "/" },
-        Target::Static(".".into()),
-    );
-    route.strip_prefix = api;
-    for (i, (n, v)) in ROUTE_HEADERS.iter().enumerate() {
-        let own = (FORWARDED.contains(n) && *n != "host") || *n == "cookie";
-        if opt & (1 << i) != 0 && !(own && known("route-headers-added")) {
-            route
-                .headers
-                .push((HeaderName::from_static(n), HeaderValue::from_static(v)));
-        }
-    }
+    let route = rproxy_fuzz::route(api, opt);
     if api && !route.matches(req.path()) {
         return;
     }
@@ -240,13 +178,7 @@ fn request(flags: u8, opt: u8, raw: &[u8]) {
     let got: Vec<(&str, &[u8])> = o.headers.iter().map(|h| (h.name, h.value)).collect();
     let ctx = || format!("\nclient:\n{}\nupstream:\n{}", show(raw), show(&out));
 
-    let by_route = |name: &str| {
-        route
-            .headers
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, v)| v.as_bytes().to_vec())
-    };
+    let by_route = |name: &str| rproxy_fuzz::by_route(&route, name);
     // rproxy's forwarding headers, exactly once, with the route's value where it sets one.
     let ip_text = ip.to_string();
     let mut xff: Vec<&[u8]> = values(&lines, "x-forwarded-for")
@@ -272,11 +204,10 @@ fn request(flags: u8, opt: u8, raw: &[u8]) {
     let cookies = values(&lines, "cookie");
     let cookie = by_route("cookie").or_else(|| (!cookies.is_empty()).then(|| cookies.join(&b"; "[..])));
     let cookie_named = tokens.iter().any(|t| t == b"cookie") && by_route("cookie").is_none();
-    if !(cookie_named && known("connection-named-cookie")) {
-        let want: Vec<&[u8]> = cookie.iter().map(Vec::as_slice).collect();
-        let want = if cookie_named { Vec::new() } else { want };
-        assert_eq!(values(&got, "cookie"), want, "cookie{}", ctx());
-    }
+    // (Empty Cookie lines leave empty crumbs, `; a=1; `, which a parser trims at the ends.)
+    let want: Vec<&[u8]> = cookie.iter().map(|c| c.trim_ascii()).collect();
+    let want = if cookie_named { Vec::new() } else { want };
+    assert_eq!(values(&got, "cookie"), want, "cookie{}", ctx());
     // Every other route header once, with its value.
     for (n, v) in &route.headers {
         assert_eq!(values(&got, n.as_str()), [v.as_bytes()], "route's {n}{}", ctx());
@@ -297,10 +228,7 @@ fn request(flags: u8, opt: u8, raw: &[u8]) {
         assert!(values(&got, name).is_empty(), "`{name}` is named by Connection{}", ctx());
     }
     // The upstream frames the body as rproxy forwards it: req.content_length bytes.
-    let cl_named = tokens.iter().any(|t| t == b"content-length");
-    if !(cl_named && req.content_length > 0 && known("connection-named-content-length")) {
-        check_length(&got, req.content_length, req.content_length == 0, &ctx);
-    }
+    check_length(&got, req.has_length.then_some(req.content_length), &ctx);
     // Every other client line, in order, untouched.
     let other = |name: &str| {
         let l = name.to_ascii_lowercase();
@@ -368,8 +296,17 @@ fn response(flags: u8, opt: u8, raw: &[u8]) {
     let close_token = tokens.iter().any(|t| t == b"close");
     let keep_token = tokens.iter().any(|t| t == b"keep-alive");
     let close = close_token || (version == 0 && !(keep_token && te.is_empty()));
+    // (RFC 9112 9.3: `close` wins over an HTTP/1.0 `keep-alive`.)
     assert_eq!(resp.close, close, "close");
 
+    // RFC 9110 15: a status outside 100..599 is invalid and SHOULD be taken as a 5xx; 600-999
+    // pass as they are, but one below 100 would be skipped as interim (as 1xx are) or mangled:
+    // `parse_response` refuses it (a 502).
+    assert!(code >= 100, "status {code:03} taken");
+    // What the exchange writes back: not interim responses, and a 101 is refused.
+    if code < 200 {
+        return;
+    }
     let hsts = (flags & 16 != 0).then_some(HSTS);
     let keep_alive = flags & 8 != 0 && framing != Framing::UntilClose;
     let added = Added {
@@ -407,9 +344,6 @@ fn response(flags: u8, opt: u8, raw: &[u8]) {
     for name in HOP.iter().filter(|n| **n != "connection") {
         assert!(values(&got, name).is_empty(), "`{name}` passed on{}", ctx());
     }
-    let framing_named = ["content-length", "transfer-encoding"]
-        .iter()
-        .any(|n| tokens.iter().any(|t| t == n.as_bytes()));
     for t in &tokens {
         let Ok(name) = std::str::from_utf8(t) else {
             continue;
@@ -420,34 +354,29 @@ fn response(flags: u8, opt: u8, raw: &[u8]) {
         {
             continue;
         }
-        if name == "strict-transport-security" && known("connection-named-hsts") {
-            continue;
-        }
         assert!(values(&got, name).is_empty(), "`{name}` is named by Connection{}", ctx());
     }
     // The client frames the body as rproxy relays it.
-    if !(framing_named && known("connection-named-framing")) {
-        let got_te = values(&got, "transfer-encoding");
-        match framing {
-            Framing::Chunked => {
-                assert!(values(&got, "content-length").is_empty(), "length beside chunked{}", ctx());
-                let last = got_te.last().map(|v| v.rsplit(|&b| b == b',').next().unwrap());
-                assert!(
-                    last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")),
-                    "chunked body without chunked coding{}",
-                    ctx()
-                );
-            }
-            Framing::Length(n) => {
-                assert!(got_te.is_empty(), "Transfer-Encoding beside a length{}", ctx());
-                check_length(&got, n, false, &ctx);
-            }
-            Framing::UntilClose => {
-                assert!(values(&got, "content-length").is_empty(), "length on a close-delimited body{}", ctx());
-                assert!(!keep_alive);
-            }
-            Framing::None => {}
+    let got_te = values(&got, "transfer-encoding");
+    match framing {
+        Framing::Chunked => {
+            assert!(values(&got, "content-length").is_empty(), "length beside chunked{}", ctx());
+            let last = got_te.last().map(|v| v.rsplit(|&b| b == b',').next().unwrap());
+            assert!(
+                last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+                "chunked body without chunked coding{}",
+                ctx()
+            );
         }
+        Framing::Length(n) => {
+            assert!(got_te.is_empty(), "Transfer-Encoding beside a length{}", ctx());
+            check_length(&got, Some(n), &ctx);
+        }
+        Framing::UntilClose => {
+            assert!(values(&got, "content-length").is_empty(), "length on a close-delimited body{}", ctx());
+            assert!(!keep_alive);
+        }
+        Framing::None => {}
     }
     // Every other upstream line, in order, untouched.
     let other = |name: &str| {
@@ -808,55 +737,18 @@ fn length(opt: u8, body: &[u8]) {
 
 // ---------------------------------------------------------------------------------------------
 
-/// The values of the lines named `name` (any case), in order.
-fn values<'a>(lines: &[(&str, &'a [u8])], name: &str) -> Vec<&'a [u8]> {
-    lines
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| *v)
-        .collect()
-}
-
-/// Every token of every `Connection` line, lowercased.
-fn connection_tokens(lines: &[(&str, &[u8])]) -> Vec<Vec<u8>> {
-    values(lines, "connection")
-        .into_iter()
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(|t| t.trim_ascii().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-/// `1*DIGIT` that fits a u64.
-fn decimal(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// The head says the body is `n` bytes: one Content-Length line with one value, `n`. With
-/// `absent_ok` (a body of 0), no Content-Length at all is right too.
-fn check_length(got: &[(&str, &[u8])], n: u64, absent_ok: bool, ctx: &dyn Fn() -> String) {
+/// The head says the body is `n` bytes: one Content-Length line with one value, `n`; or, with
+/// no length (`None`), no Content-Length at all.
+fn check_length(got: &[(&str, &[u8])], n: Option<u64>, ctx: &dyn Fn() -> String) {
     let lines = values(got, "content-length");
-    if lines.is_empty() && absent_ok {
-        return;
-    }
-    let one = lines.len() == 1 && decimal(lines[0]) == Some(n);
-    // The same value repeated (`5, 5`, or two lines): RFC 9110 8.6 says reject or make it one.
-    let list = !lines.is_empty()
-        && lines
-            .iter()
-            .flat_map(|v| v.split(|&b| b == b','))
-            .all(|t| decimal(t.trim_ascii()) == Some(n));
+    let framed = match n {
+        None => lines.is_empty(),
+        Some(n) => lines.len() == 1 && decimal(lines[0]) == Some(n),
+    };
     assert!(
-        one || (list && known("content-length-list")),
-        "body of {n} bytes framed as Content-Length {:?}{}",
+        framed,
+        "body of {n:?} bytes framed as Content-Length {:?}{}",
         lines.iter().map(|v| String::from_utf8_lossy(v)).collect::<Vec<_>>(),
         ctx()
     );
-}
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).replace('\r', "\\r")
 }

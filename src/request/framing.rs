@@ -29,8 +29,8 @@ pub enum BadFraming {
 pub fn request_framing<L: Lines + ?Sized>(lines: &L) -> Result<BodyFraming, BadFraming> {
     let mut encodings = 0;
     let mut chunked = true;
-    lines.each(|name, value| {
-        if kind(name) == Kind::TransferEncoding {
+    lines.each(|k, _, value| {
+        if k == Kind::TransferEncoding {
             encodings += 1;
             chunked &= value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         }
@@ -50,7 +50,7 @@ pub fn request_framing<L: Lines + ?Sized>(lines: &L) -> Result<BodyFraming, BadF
 pub struct RawHead<'a>(pub &'a [u8]);
 
 impl Lines for RawHead<'_> {
-    fn each<'s>(&'s self, mut f: impl FnMut(&'s str, &'s [u8])) {
+    fn each<'s>(&'s self, mut f: impl FnMut(Kind, &'s str, &'s [u8])) {
         for line in self.0.split(|&b| b == b'\n').skip(1) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -58,7 +58,8 @@ impl Lines for RawHead<'_> {
             };
             // A name that is not text is no framing header.
             if let Ok(name) = std::str::from_utf8(&line[..colon]) {
-                f(name.trim_ascii_end(), line[colon + 1..].trim_ascii());
+                let name = name.trim_ascii_end();
+                f(kind(name), name, line[colon + 1..].trim_ascii());
             }
         }
     }

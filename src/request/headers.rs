@@ -111,8 +111,8 @@ pub struct BadLength;
 pub fn content_length<L: Lines + ?Sized>(lines: &L) -> Result<Option<u64>, BadLength> {
     let mut length = None;
     let mut bad = false;
-    lines.each(|name, value| {
-        if bad || kind(name) != Kind::ContentLength {
+    lines.each(|k, _, value| {
+        if bad || k != Kind::ContentLength {
             return;
         }
         for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -129,20 +129,50 @@ pub fn content_length<L: Lines + ?Sized>(lines: &L) -> Result<Option<u64>, BadLe
     }
 }
 
-/// A message's header lines, in order.
+/// A message's header lines, in order, each with its `Kind` (a parser that classified its lines
+/// once hands the kinds over, so the rules below never classify a line twice).
 pub trait Lines {
-    fn each<'s>(&'s self, f: impl FnMut(&'s str, &'s [u8]));
+    fn each<'s>(&'s self, f: impl FnMut(Kind, &'s str, &'s [u8]));
 }
 
 impl<'b> Lines for [httparse::Header<'b>] {
-    fn each<'s>(&'s self, mut f: impl FnMut(&'s str, &'s [u8])) {
-        self.iter().for_each(|h| f(h.name, h.value));
+    fn each<'s>(&'s self, mut f: impl FnMut(Kind, &'s str, &'s [u8])) {
+        self.iter().for_each(|h| f(kind(h.name), h.name, h.value));
     }
 }
 
 impl Lines for http::HeaderMap {
-    fn each<'s>(&'s self, mut f: impl FnMut(&'s str, &'s [u8])) {
-        self.iter().for_each(|(n, v)| f(n.as_str(), v.as_bytes()));
+    fn each<'s>(&'s self, mut f: impl FnMut(Kind, &'s str, &'s [u8])) {
+        self.iter()
+            .for_each(|(n, v)| f(kind(n.as_str()), n.as_str(), v.as_bytes()));
+    }
+}
+
+/// Parsed header lines with their kinds, classified once.
+#[derive(Debug, Clone, Copy)]
+pub struct Kinded<'a, 'b> {
+    pub headers: &'a [httparse::Header<'b>],
+    pub kinds: &'a [Kind],
+}
+
+impl<'a, 'b> Kinded<'a, 'b> {
+    /// Classifies `headers` into `kinds` (which must be at least as long).
+    pub fn new(headers: &'a [httparse::Header<'b>], kinds: &'a mut [Kind]) -> Kinded<'a, 'b> {
+        for (k, h) in kinds.iter_mut().zip(headers) {
+            *k = kind(h.name);
+        }
+        Kinded {
+            headers,
+            kinds: &kinds[..headers.len().min(kinds.len())],
+        }
+    }
+}
+
+impl Lines for Kinded<'_, '_> {
+    fn each<'s>(&'s self, mut f: impl FnMut(Kind, &'s str, &'s [u8])) {
+        for (h, k) in self.headers.iter().zip(self.kinds) {
+            f(*k, h.name, h.value);
+        }
     }
 }
 
@@ -150,8 +180,8 @@ impl Lines for http::HeaderMap {
 /// not carried: their `Upgrade` is hop-by-hop like any other.
 pub fn is_websocket_upgrade<L: Lines + ?Sized>(lines: &L) -> bool {
     let mut websocket = false;
-    lines.each(|name, value| {
-        websocket |= kind(name) == Kind::Upgrade
+    lines.each(|k, _, value| {
+        websocket |= k == Kind::Upgrade
             && connection_tokens(value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
     });
     websocket
@@ -160,8 +190,8 @@ pub fn is_websocket_upgrade<L: Lines + ?Sized>(lines: &L) -> bool {
 /// Does a `Connection` header of `lines` name headers other than `close` and `keep-alive`?
 pub fn connection_names_others<L: Lines + ?Sized>(lines: &L) -> bool {
     let mut named = false;
-    lines.each(|name, value| {
-        if !named && kind(name) == Kind::Connection {
+    lines.each(|k, _, value| {
+        if !named && k == Kind::Connection {
             named = connection_tokens(value).any(|t| {
                 !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
             });
@@ -173,8 +203,8 @@ pub fn connection_names_others<L: Lines + ?Sized>(lines: &L) -> bool {
 /// Is `target` one of the tokens of a `Connection` header of `lines`?
 pub fn named_in_connection<L: Lines + ?Sized>(lines: &L, target: &str) -> bool {
     let mut found = false;
-    lines.each(|name, value| {
-        if !found && kind(name) == Kind::Connection {
+    lines.each(|k, _, value| {
+        if !found && k == Kind::Connection {
             found = connection_tokens(value).any(|t| t.eq_ignore_ascii_case(target.as_bytes()));
         }
     });
@@ -274,8 +304,7 @@ pub fn forward_request<L: Lines + ?Sized, S: HeaderSink>(
     let mut cookies: Vec<&[u8]> = Vec::new();
     let mut has_host = false;
     let mut upgrade: Option<&[u8]> = None;
-    lines.each(|name, value| {
-        let k = kind(name);
+    lines.each(|k, name, value| {
         let exempt = matches!(k, Kind::Host | Kind::ContentLength | Kind::TransferEncoding)
             || (k == Kind::Upgrade && f.upgrade);
         if named && !exempt && named_in_connection(lines, name) {
@@ -368,8 +397,7 @@ pub fn forward_response<L: Lines + ?Sized, S: HeaderSink>(
     out: &mut S,
 ) {
     let named = connection_names_others(lines);
-    lines.each(|name, value| {
-        let k = kind(name);
+    lines.each(|k, name, value| {
         let framing = matches!(k, Kind::ContentLength | Kind::TransferEncoding);
         if named && !framing && named_in_connection(lines, name) {
             return;

@@ -1,13 +1,13 @@
 //! Request ids: the client's `X-Request-Id` when it is usable, else 128 random bits. The id
 //! goes upstream, back to the client and into the access log.
 
-use super::headers::{kind, Kind, Lines};
+use super::headers::{Kind, Lines};
 
 /// The request id a client sent: its first `X-Request-Id` line.
 pub fn given<L: Lines + ?Sized>(lines: &L) -> Option<&[u8]> {
     let mut first = None;
-    lines.each(|name, value| {
-        if first.is_none() && kind(name) == Kind::RequestId {
+    lines.each(|k, _, value| {
+        if first.is_none() && k == Kind::RequestId {
             first = Some(value);
         }
     });

@@ -37,7 +37,10 @@ impl Listener {
 /// The request target an upstream gets, and routes match: without a fragment (a client has no
 /// business sending one, RFC 9110 4.2.4; pingora's parser drops it too).
 pub fn without_fragment(target: &str) -> &str {
-    target.split_once('#').map_or(target, |(before, _)| before)
+    match target.bytes().position(|b| b == b'#') {
+        Some(at) => &target[..at],
+        None => target,
+    }
 }
 
 /// Is `method` idempotent (RFC 9110 9.2.2), so that a request may be sent again?

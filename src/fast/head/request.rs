@@ -5,10 +5,10 @@ use std::net::IpAddr;
 
 use httparse::{Header, Status};
 
-use super::Storage;
+use super::{Storage, MAX_HEADERS};
 use crate::request::framing::{request_framing, BodyFraming};
 use crate::request::headers::{
-    self, connection_tokens, kind, Forwarding, Kind, Lines as HeaderLines,
+    self, connection_tokens, Forwarding, Kind, Kinded, Lines as HeaderLines,
 };
 use crate::routing::Route;
 
@@ -47,6 +47,8 @@ pub struct Request<'a> {
     pub close: bool,
     pub request_id: Option<&'a [u8]>,
     lines: Lines<'a>,
+    /// The kind of each of the `Raw` lines, classified once.
+    kinds: [Kind; MAX_HEADERS],
 }
 
 impl<'a> Request<'a> {
@@ -66,9 +68,14 @@ impl<'a> Request<'a> {
 }
 
 impl HeaderLines for Request<'_> {
-    fn each<'s>(&'s self, f: impl FnMut(&'s str, &'s [u8])) {
+    fn each<'s>(&'s self, f: impl FnMut(Kind, &'s str, &'s [u8])) {
         match self.lines {
-            Lines::Raw(headers) => headers.each(f),
+            Lines::Raw(headers) => {
+                let mut f = f;
+                for (h, k) in headers.iter().zip(&self.kinds) {
+                    f(*k, h.name, h.value);
+                }
+            }
             Lines::Map(map) => map.each(f),
         }
     }
@@ -90,45 +97,49 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Parsed<
     }
     let target = crate::request::without_fragment(target);
     let headers: &'b [Header<'b>] = req.headers;
-    let (content_length, has_length) = match request_framing(headers) {
+    let mut kinds = [Kind::Other; MAX_HEADERS];
+    let lines = Kinded::new(headers, &mut kinds);
+    let (content_length, has_length) = match request_framing(&lines) {
         Ok(BodyFraming::None) => (0, false),
         Ok(BodyFraming::Length(n)) => (n, true),
         Ok(BodyFraming::Chunked) => return Parsed::Elsewhere("Transfer-Encoding"),
         Err(_) => return Parsed::Elsewhere("ambiguous framing"),
     };
-    let mut head = Request {
-        len,
-        method,
-        target,
-        host: "",
-        content_length,
-        has_length,
-        close: false,
-        request_id: None,
-        lines: Lines::Raw(headers),
-    };
+    let mut host = "";
     let mut hosts = 0;
-    for h in headers {
-        match kind(h.name) {
+    let mut close = false;
+    for (h, k) in headers.iter().zip(lines.kinds) {
+        match k {
             Kind::Host => {
                 hosts += 1;
-                head.host = headers::host_text(h.value).unwrap_or("");
+                host = headers::host_text(h.value).unwrap_or("");
             }
             Kind::Expect => return Parsed::Elsewhere("Expect"),
             Kind::Upgrade if headers::is_websocket_upgrade(std::slice::from_ref(h)) => {
                 return Parsed::Elsewhere("WebSocket")
             }
             Kind::Connection => {
-                head.close |= connection_tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+                close |= connection_tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
             }
             _ => {}
         }
     }
-    if hosts != 1 || head.host.is_empty() {
+    if hosts != 1 || host.is_empty() {
         return Parsed::Elsewhere("no single Host");
     }
-    head.request_id = crate::request::id::given(headers);
-    Parsed::Complete(head)
+    let request_id = crate::request::id::given(headers);
+    Parsed::Complete(Request {
+        len,
+        method,
+        target,
+        host,
+        content_length,
+        has_length,
+        close,
+        request_id,
+        lines: Lines::Raw(headers),
+        kinds,
+    })
 }
 
 /// Takes an HTTP/2 request that pingora parsed; `None` when it is not for the fast path.
@@ -162,6 +173,7 @@ pub fn from_pingora<'a>(
         close: false,
         request_id: crate::request::id::given(&req.headers),
         lines: Lines::Map(&req.headers),
+        kinds: [Kind::Other; MAX_HEADERS],
     })
 }
 

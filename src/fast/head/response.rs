@@ -4,8 +4,9 @@
 use httparse::{Header, Status};
 
 use super::Storage;
+use super::MAX_HEADERS;
 use crate::fast::body::Framing;
-use crate::request::headers::{self, connection_tokens, kind, Digits, HeaderSink, Kind};
+use crate::request::headers::{self, connection_tokens, Digits, HeaderSink, Kind, Kinded, Lines};
 use crate::request::local;
 
 /// An upstream response head.
@@ -17,6 +18,8 @@ pub struct ResponseHead<'b, 'h> {
     /// The upstream will close the connection after this response.
     pub close: bool,
     headers: &'h [Header<'b>],
+    /// The kind of each line, classified once.
+    kinds: [Kind; MAX_HEADERS],
     content_length: Option<u64>,
     /// The last transfer coding is `chunked`.
     chunked: bool,
@@ -54,19 +57,23 @@ pub fn parse_response<'b, 'h>(
         return Err(BadResponse::Status);
     }
     let headers: &'h [Header<'b>] = resp.headers;
+    let mut kinds = [Kind::Other; MAX_HEADERS];
+    let content_length = headers::content_length(&Kinded::new(headers, &mut kinds))
+        .map_err(|_| BadResponse::Length)?;
     let mut head = ResponseHead {
         len,
         code,
         reason: resp.reason.unwrap_or(""),
         close: version == 0,
         headers,
-        content_length: headers::content_length(headers).map_err(|_| BadResponse::Length)?,
+        kinds,
+        content_length,
         chunked: false,
         has_te: false,
     };
     let (mut keep_alive, mut said_close) = (false, false);
-    for h in headers {
-        match kind(h.name) {
+    for (h, k) in headers.iter().zip(&kinds) {
+        match k {
             Kind::TransferEncoding => {
                 head.has_te = true;
                 head.chunked = h
@@ -113,6 +120,14 @@ impl ResponseHead<'_, '_> {
     }
 }
 
+impl Lines for ResponseHead<'_, '_> {
+    fn each<'s>(&'s self, mut f: impl FnMut(Kind, &'s str, &'s [u8])) {
+        for (h, k) in self.headers.iter().zip(&self.kinds) {
+            f(*k, h.name, h.value);
+        }
+    }
+}
+
 /// What rproxy adds to a response head it passes on.
 #[derive(Debug, Clone, Copy)]
 pub struct Added<'a> {
@@ -135,7 +150,7 @@ impl<'a> Added<'a> {
 impl<'b> ResponseHead<'b, '_> {
     /// The header lines the client gets (`crate::request::headers::forward_response`).
     pub fn forward<S: HeaderSink>(&self, added: &Added, out: &mut S) {
-        headers::forward_response(self.headers, self.declared_length(), &added.lines(), out);
+        headers::forward_response(self, self.declared_length(), &added.lines(), out);
     }
 
     /// The Content-Length to pass on, as one value: none beside a Transfer-Encoding.

@@ -1,6 +1,7 @@
 //! One request on the fast path, from its plan to its log line, whichever protocol the client
 //! speaks (`Downstream`): refusals answered locally, upstream attempts (a pooled or new
-//! connection, retries as on pingora's path), the response head rewritten, the body relayed.
+//! connection, retries decided by `crate::request::failure`), then the response passed on by
+//! `relay.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -8,26 +9,25 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::body::{ChunkError, Framing, Progress};
+use super::body::ChunkError;
 use super::head::{self, Added, BadResponse, Client, Request, ResponseHead};
+use super::relay::Relay;
 use super::timer::{Elapsed, Timer};
 use super::{buffers, pool, Engine, Forward, Plan};
 use crate::request::access::{self, Entry};
 use crate::request::failure::{Attempts, Next as AfterFailure};
-use crate::request::headers::hsts;
 use crate::request::id::RequestId;
-use crate::request::{local, Failure, Listener};
-use crate::routing::Route;
+use crate::request::{local, Failure};
 use crate::upstream::{Backend, PeerSettings, SelectKey};
 
 /// The longest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
 /// How much is read from an upstream at once.
-const UP_BUFFER: usize = buffers::SIZE;
+pub(super) const UP_BUFFER: usize = buffers::SIZE;
 
 /// The client side of an exchange: where the answer goes, in its protocol.
 pub(super) trait Downstream {
@@ -60,12 +60,12 @@ pub(super) trait Downstream {
 /// The upstream side of a client connection or stream, kept across its requests.
 pub(super) struct UpSide {
     /// Bytes read from the upstream (lent from `buffers` for the time of an exchange).
-    buf: BytesMut,
+    pub(super) buf: BytesMut,
     /// The request head (and pre-read body) sent upstream.
     out: Vec<u8>,
-    timer: Timer,
+    pub(super) timer: Timer,
     /// A decoded chunked body part (for clients that take bodies decoded).
-    decoded: Vec<u8>,
+    pub(super) decoded: Vec<u8>,
 }
 
 impl UpSide {
@@ -99,16 +99,16 @@ impl From<ChunkError> for Failure {
 }
 
 /// What the log line and metrics of a request say.
-struct Record {
+pub(super) struct Record {
     /// When the exchange started.
-    start: Instant,
-    status: u16,
-    upstream_status: Option<u16>,
-    server: Option<Arc<Backend>>,
-    bytes_in: usize,
-    bytes_out: usize,
-    upstream_time: Option<Duration>,
-    error: Option<Failure>,
+    pub(super) start: Instant,
+    pub(super) status: u16,
+    pub(super) upstream_status: Option<u16>,
+    pub(super) server: Option<Arc<Backend>>,
+    pub(super) bytes_in: usize,
+    pub(super) bytes_out: usize,
+    pub(super) upstream_time: Option<Duration>,
+    pub(super) error: Option<Failure>,
 }
 
 /// Answers the planned request `req` (with `body` read and `rest` bytes of it still to come)
@@ -286,7 +286,7 @@ async fn forward<D: Downstream>(
 }
 
 /// Answers a failed exchange (nothing has reached the client yet) and closes.
-async fn fail<D: Downstream>(
+pub(super) async fn fail<D: Downstream>(
     d: &mut D,
     req: &Request<'_>,
     rec: &mut Record,
@@ -391,7 +391,7 @@ async fn send_up(
 }
 
 /// Reads until `up.buf` (empty, or holding the start of a head) holds a complete response head.
-async fn read_response_head(
+pub(super) async fn read_response_head(
     up: &mut UpSide,
     stream: &mut TcpStream,
     limit: Duration,
@@ -413,220 +413,4 @@ async fn read_response_head(
             return Err(BadResponse::Unparsable.into());
         }
     }
-}
-
-/// The body bytes at the start of `buf` and what to pass on of them: as they are, or decoded
-/// from chunked framing into `decoded`.
-fn body_part<'b>(
-    progress: &mut Progress,
-    buf: &'b [u8],
-    decode: bool,
-    decoded: &'b mut Vec<u8>,
-) -> Result<(usize, &'b [u8]), ChunkError> {
-    if !decode || !progress.is_chunked() {
-        let used = progress.feed(buf)?;
-        return Ok((used, &buf[..used]));
-    }
-    decoded.clear();
-    let used = progress.feed_data(buf, |data| decoded.extend_from_slice(data))?;
-    Ok((used, decoded))
-}
-
-/// Passes one upstream response on to the client.
-struct Relay<'a> {
-    listener: Listener,
-    route: &'a Route,
-    peer: &'a PeerSettings,
-    server: &'a Arc<Backend>,
-    /// When the response head arrived: the connection's last use, for the idle pool.
-    head_at: Instant,
-    id: &'a [u8],
-}
-
-/// A response whose head has been passed on.
-struct Started {
-    framing: Framing,
-    progress: Progress,
-    /// The upstream said it closes after this response.
-    upstream_close: bool,
-    keep: bool,
-    /// No byte after the message end came with the head.
-    clean: bool,
-}
-
-impl Relay<'_> {
-    async fn run<D: Downstream>(
-        &self,
-        d: &mut D,
-        up: &mut UpSide,
-        req: &Request<'_>,
-        mut stream: TcpStream,
-        rec: &mut Record,
-    ) -> Next {
-        let mut s = match self.start(d, up, req, &mut stream, rec).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return Next::Close,
-            Err(f) => {
-                tracing::warn!(server = %self.server.label, "{f}");
-                return fail(d, req, rec, f, self.id).await;
-            }
-        };
-        let mut done = s.progress.is_done();
-        while !done {
-            up.buf.clear();
-            up.buf.reserve(UP_BUFFER);
-            let read = up
-                .timer
-                .within(self.peer.read_timeout, stream.read_buf(&mut up.buf));
-            let n = match read.await {
-                Ok(Ok(n)) if n > 0 => n,
-                Ok(_) if s.framing == Framing::UntilClose => {
-                    d.body(&[], true).await;
-                    break;
-                }
-                _ => {
-                    rec.error = Some(Failure::Truncated);
-                    d.abort();
-                    return Next::Close;
-                }
-            };
-            let (used, data) =
-                match body_part(&mut s.progress, &up.buf[..n], D::DECODES, &mut up.decoded) {
-                    Ok(part) => part,
-                    Err(e) => {
-                        rec.error = Some(e.into());
-                        d.abort();
-                        return Next::Close;
-                    }
-                };
-            s.clean = used == n;
-            done = s.progress.is_done();
-            if !d.body(data, done).await {
-                return Next::Close;
-            }
-            rec.bytes_out += data.len();
-        }
-        if done && s.clean && !s.upstream_close {
-            let keep = pool::Keep {
-                idle_timeout: self.peer.idle_timeout,
-                max: self.peer.keepalive,
-            };
-            pool::put(self.server, stream, keep, self.head_at);
-        }
-        if s.keep && done {
-            Next::KeepAlive
-        } else {
-            Next::Close
-        }
-    }
-
-    /// Parses the response head in `up.buf` (skipping 1xx interim responses) and passes it on
-    /// with the body bytes that came with it. `Ok(None)`: the client is gone.
-    async fn start<D: Downstream>(
-        &self,
-        d: &mut D,
-        up: &mut UpSide,
-        req: &Request<'_>,
-        stream: &mut TcpStream,
-        rec: &mut Record,
-    ) -> Result<Option<Started>, Failure> {
-        loop {
-            let head = match self.read_head(d, up, req, rec)? {
-                Head::Final(head) => head,
-                Head::Interim(len) => {
-                    // Interim responses (100, 103) are not passed on.
-                    up.buf.advance(len);
-                    if head::head_end(&up.buf).is_none() {
-                        read_response_head(up, stream, self.peer.read_timeout)
-                            .await
-                            .map_err(|e| match e {
-                                Failure::Reset => Failure::Truncated,
-                                e => e,
-                            })?;
-                    }
-                    continue;
-                }
-            };
-            let first = match head.first {
-                First::Raw(from, to) => &up.buf[from..to],
-                First::Decoded => &up.decoded[..],
-            };
-            if !d.send_head(first, head.started.progress.is_done()).await {
-                return Ok(None);
-            }
-            rec.bytes_out += first.len();
-            return Ok(Some(head.started));
-        }
-    }
-
-    /// Parses the response head in `up.buf`; a final one is prepared for the client, with
-    /// where the body bytes that came with it are. (Synchronous: the parsed head's storage is
-    /// not part of the exchange's future.)
-    fn read_head<D: Downstream>(
-        &self,
-        d: &mut D,
-        up: &mut UpSide,
-        req: &Request<'_>,
-        rec: &mut Record,
-    ) -> Result<Head, Failure> {
-        let mut storage = head::storage();
-        let resp = head::parse_response(&up.buf, &mut storage)?.ok_or(BadResponse::Unparsable)?;
-        if resp.code == 101 {
-            return Err(BadResponse::Unparsable.into());
-        }
-        if resp.code < 200 {
-            return Ok(Head::Interim(resp.len));
-        }
-        let framing = resp.framing(req.is_head());
-        let keep = !req.close && framing != Framing::UntilClose && !d.draining();
-        let date = pingora_core::protocols::http::date::get_cached_date();
-        let added = Added {
-            keep_alive: keep,
-            request_id: self.id,
-            hsts: hsts(self.listener, self.route),
-            date: date.as_bytes(),
-        };
-        let mut progress = Progress::new(framing);
-        let avail = &up.buf[resp.len..];
-        let (used, first) = body_part(&mut progress, avail, D::DECODES, &mut up.decoded)?;
-        let first = if D::DECODES && progress.is_chunked() {
-            First::Decoded
-        } else {
-            First::Raw(resp.len, resp.len + first.len())
-        };
-        rec.status = resp.code;
-        rec.upstream_status = Some(resp.code);
-        d.prepare_head(&resp, &added);
-        Ok(Head::Final(Prepared {
-            started: Started {
-                framing,
-                progress,
-                upstream_close: resp.close,
-                keep,
-                clean: used == avail.len(),
-            },
-            first,
-        }))
-    }
-}
-
-/// Where the body bytes that came with a response head are.
-enum First {
-    /// `up.buf[from..to]`.
-    Raw(usize, usize),
-    /// `up.decoded`.
-    Decoded,
-}
-
-/// A final response head, prepared for the client.
-struct Prepared {
-    started: Started,
-    first: First,
-}
-
-/// What a response head is.
-enum Head {
-    Final(Prepared),
-    /// An interim (1xx) head of this length.
-    Interim(usize),
 }

@@ -22,6 +22,7 @@ mod h1;
 mod h2;
 pub mod head;
 pub mod pool;
+mod relay;
 mod replay;
 mod timer;
 

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod headers;
 pub mod id;
 pub mod limits;
+mod lines;
 pub mod local;
 
 pub use failure::Failure;

@@ -6,8 +6,11 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
-/// The size of a lent buffer.
-pub const SIZE: usize = 8 << 10;
+/// The size of a lent upstream buffer: a response head and a small body, what most responses
+/// are; a body that fills it is read on in `BODY` pieces (the grown buffer is then not kept).
+pub const SIZE: usize = 4 << 10;
+/// Reads of a body that fills `SIZE`.
+pub const BODY: usize = 16 << 10;
 /// Buffers kept per thread for reuse.
 const KEEP: usize = 64;
 

@@ -362,8 +362,8 @@ async fn stream_body<D: Downstream>(
 ) -> Result<(), Failure> {
     while rest > 0 {
         up.buf.clear();
-        up.buf.reserve(UP_BUFFER);
-        let want = usize::try_from(rest).map_or(UP_BUFFER, |r| r.min(UP_BUFFER));
+        up.buf.reserve(buffers::BODY);
+        let want = usize::try_from(rest).map_or(buffers::BODY, |r| r.min(buffers::BODY));
         let n = d.read_body(&mut up.buf, want).await?;
         rest -= n as u64;
         rec.bytes_in += n;

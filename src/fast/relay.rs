@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use super::body::{ChunkError, Framing, Progress};
 use super::exchange::{fail, read_response_head, Downstream, Next, Record, UpSide, UP_BUFFER};
 use super::head::{self, Added, BadResponse, Request};
-use super::pool;
+use super::{buffers, pool};
 use crate::request::headers::hsts;
 use crate::request::{Failure, Listener};
 use crate::routing::Route;
@@ -76,14 +76,22 @@ impl Relay<'_> {
             }
         };
         let mut done = s.progress.is_done();
+        // A body that fills the lent buffer is read on in larger pieces.
+        let mut piece = UP_BUFFER;
         while !done {
             up.buf.clear();
-            up.buf.reserve(UP_BUFFER);
+            up.buf.reserve(piece);
+            let room = up.buf.capacity();
             let read = up
                 .timer
                 .within(self.peer.read_timeout, stream.read_buf(&mut up.buf));
             let n = match read.await {
-                Ok(Ok(n)) if n > 0 => n,
+                Ok(Ok(n)) if n > 0 => {
+                    if n == room {
+                        piece = buffers::BODY;
+                    }
+                    n
+                }
                 Ok(_) if s.framing == Framing::UntilClose => {
                     d.body(&[], true).await;
                     break;

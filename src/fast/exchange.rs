@@ -253,7 +253,7 @@ async fn forward<D: Downstream>(
                     id,
                 };
                 drop(rt);
-                return relay.run(d, up, req, stream, rec).await;
+                return relay.run(d, up, req, stream, rec, &mut backend).await;
             }
             Err(f) => f,
         };

@@ -17,7 +17,7 @@ use super::{buffers, pool};
 use crate::request::headers::hsts;
 use crate::request::{Failure, Listener};
 use crate::routing::Route;
-use crate::upstream::{Backend, PeerSettings};
+use crate::upstream::{ActiveGuard, Backend, PeerSettings};
 
 /// The body bytes at the start of `buf` and what to pass on of them: as they are, or decoded
 /// from chunked framing into `decoded`.
@@ -66,8 +66,9 @@ impl Relay<'_> {
         req: &Request<'_>,
         mut stream: TcpStream,
         rec: &mut Record,
+        backend: &mut ActiveGuard,
     ) -> Next {
-        let mut s = match self.start(d, up, req, &mut stream, rec).await {
+        let mut s = match self.start(d, up, req, &mut stream, rec, backend).await {
             Ok(Some(s)) => s,
             Ok(None) => return Next::Close,
             Err(f) => {
@@ -113,6 +114,9 @@ impl Relay<'_> {
                 };
             s.clean = used == n;
             done = s.progress.is_done();
+            if done {
+                backend.release();
+            }
             if !d.body(data, done).await {
                 return Next::Close;
             }
@@ -141,6 +145,7 @@ impl Relay<'_> {
         req: &Request<'_>,
         stream: &mut TcpStream,
         rec: &mut Record,
+        backend: &mut ActiveGuard,
     ) -> Result<Option<Started>, Failure> {
         loop {
             let head = match self.read_head(d, up, req, rec)? {
@@ -163,6 +168,9 @@ impl Relay<'_> {
                 First::Raw(from, to) => &up.buf[from..to],
                 First::Decoded => &up.decoded[..],
             };
+            if head.started.progress.is_done() {
+                backend.release();
+            }
             if !d.send_head(first, head.started.progress.is_done()).await {
                 return Ok(None);
             }

@@ -460,6 +460,23 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// The upstream's response has ended: the server stops counting this request (for
+    /// least_conn) before the last bytes reach the client, whose next request may come at once.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            if let Some(b) = ctx.backend.as_mut() {
+                b.release();
+            }
+        }
+        Ok(None)
+    }
+
     /// Answers a failure with the status `crate::request::Failure` gives it.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = Failure::from_pingora(e).status();

@@ -67,23 +67,31 @@ impl Backend {
     /// Counts a request in flight until the guard is dropped.
     pub fn begin(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.clone())
+        ActiveGuard(self.clone(), false)
     }
 }
 
-/// Decrements a backend's in-flight count when dropped.
+/// Decrements a backend's in-flight count when released or dropped.
 #[derive(Debug)]
-pub struct ActiveGuard(Arc<Backend>);
+pub struct ActiveGuard(Arc<Backend>, bool);
 
 impl ActiveGuard {
     pub fn backend(&self) -> &Arc<Backend> {
         &self.0
     }
+
+    /// The server has answered in full: it no longer counts this request (before the last
+    /// bytes reach the client, whose next request may come at once), though the guard is kept.
+    pub fn release(&mut self) {
+        if !std::mem::replace(&mut self.1, true) {
+            self.0.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.release();
     }
 }
 

@@ -3,7 +3,7 @@
 //! draining). It is a small server of our own, not a pingora service, so that it keeps answering
 //! through a graceful shutdown, when pingora closes its listeners.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use pingora_core::services::background::BackgroundService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::healthcheck::reachable;
 use crate::metrics;
 use crate::state::State;
 
@@ -55,11 +56,7 @@ impl Admin {
         if !self.listening.load(Ordering::Acquire) {
             let mut all = true;
             for addr in &self.proxy_listeners {
-                let probe = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    TcpStream::connect(local(*addr)),
-                );
-                all &= matches!(probe.await, Ok(Ok(_)));
+                all &= accepts(*addr).await;
             }
             self.listening.store(all, Ordering::Release);
         }
@@ -110,16 +107,61 @@ impl Admin {
     }
 }
 
-/// A wildcard listen address, as reachable from this host.
-fn local(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
+/// Whether a proxy listener accepts connections. The kernel's table of listening sockets says
+/// so without a connection: a bare connect to the https port would be a TLS handshake cut short,
+/// which pingora logs as an error. Where that table cannot be read, a connect decides.
+async fn accepts(addr: SocketAddr) -> bool {
+    if let Some(listed) = kernel_lists(addr) {
+        return listed;
+    }
+    let probe = tokio::time::timeout(
+        Duration::from_millis(500),
+        TcpStream::connect(reachable(addr)),
+    );
+    matches!(probe.await, Ok(Ok(_)))
+}
+
+/// `Some(true)` when /proc/net/tcp{,6} lists a listening socket on `addr` (or on the wildcard
+/// address of its port); None when the table cannot be read.
+fn kernel_lists(addr: SocketAddr) -> Option<bool> {
+    let table = if addr.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    Some(text.lines().skip(1).any(|line| listens_on(line, addr)))
+}
+
+/// One line of /proc/net/tcp{,6}: `sl local_address rem_address st ...`, addresses in hex as
+/// the kernel holds them (32-bit words in host byte order), state 0A = LISTEN.
+fn listens_on(line: &str, addr: SocketAddr) -> bool {
+    let mut fields = line.split_whitespace().skip(1);
+    let (Some(local), Some(_remote), Some(state)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let Some((ip_hex, port_hex)) = local.split_once(':') else {
+        return false;
+    };
+    if state != "0A" || u16::from_str_radix(port_hex, 16).ok() != Some(addr.port()) {
+        return false;
+    }
+    let Some(ip) = kernel_ip(ip_hex) else {
+        return false;
+    };
+    ip == addr.ip() || ip.is_unspecified()
+}
+
+fn kernel_ip(hex: &str) -> Option<IpAddr> {
+    let words = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<Vec<u32>>>()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(|b| IpAddr::from(b)),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(|b| IpAddr::from(b)),
+        _ => None,
     }
 }
 
@@ -146,5 +188,37 @@ impl BackgroundService for AdminService {
             let admin = self.admin.clone();
             tokio::spawn(async move { admin.serve(conn).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_table_lines() {
+        // 127.0.0.1:8080 and 0.0.0.0:443 listening, as little-endian x86 prints them.
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1";
+        let any = "   1: 00000000:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2";
+        let est = "   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3";
+        let at = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        if cfg!(target_endian = "little") {
+            assert!(listens_on(v4, at("127.0.0.1:8080")));
+            assert!(!listens_on(v4, at("127.0.0.2:8080")));
+            assert!(listens_on(any, at("10.1.2.3:443")));
+        }
+        assert!(!listens_on(v4, at("127.0.0.1:8081")));
+        assert!(!listens_on(est, at("127.0.0.1:8080")));
+        assert!(!listens_on("garbage", at("127.0.0.1:8080")));
+    }
+
+    #[tokio::test]
+    async fn a_bound_listener_is_seen_without_a_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        assert_eq!(kernel_lists(addr), Some(true));
+        drop(listener);
+        assert_eq!(kernel_lists(addr), Some(false));
+        assert!(!accepts(addr).await);
     }
 }

@@ -8,6 +8,7 @@ pub mod acme;
 pub mod admin;
 pub mod config;
 pub mod fast;
+pub mod healthcheck;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use pingora_core::server::RunArgs;
 
 /// jemalloc: fewer instructions per request than glibc malloc and, after bursts of connections,
@@ -28,7 +28,12 @@ enum LogFormat {
 #[command(name = "rproxy", version = VERSION)]
 struct Cli {
     /// Configuration file.
-    #[arg(short = 'c', long = "config", default_value = "proxy.yaml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "proxy.yaml",
+        global = true
+    )]
     config: PathBuf,
     /// Check the configuration and exit: 0 and `ok`, or 1 and every problem.
     #[arg(short = 't', long = "test")]
@@ -36,6 +41,25 @@ struct Cli {
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask the admin listener (listen.admin of the file, or --admin) and exit 0 on a 200, 1
+    /// otherwise: for a container's HEALTHCHECK.
+    Healthcheck {
+        /// Admin address to ask instead of the file's listen.admin.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Path to ask: /readyz (ready for traffic) or /healthz (the process runs).
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -61,15 +85,55 @@ fn preflight(loaded: &rproxy::config::Loaded) -> Result<(), String> {
     let l = &loaded.config.listen;
     for (key, addr) in [("http", &l.http), ("https", &l.https), ("admin", &l.admin)] {
         if let Some(addr) = addr {
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| format!("listen.{key}: cannot listen on {addr}: {e}"))?;
+            std::net::TcpListener::bind(addr).map_err(|e| {
+                let hint = low_port_hint(addr, &e);
+                format!("listen.{key}: cannot listen on {addr}: {e}{hint}")
+            })?;
         }
     }
     Ok(())
 }
 
+/// What to do when a port below 1024 may not be bound: said at start, in words.
+fn low_port_hint(addr: &str, e: &std::io::Error) -> &'static str {
+    let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    if e.kind() == std::io::ErrorKind::PermissionDenied && port.is_some_and(|p| p < 1024) {
+        " (a port below 1024 needs CAP_NET_BIND_SERVICE, or the sysctl \
+         net.ipv4.ip_unprivileged_port_start at or below it; or listen on a port >= 1024: \
+         see deploy/docker/README.md)"
+    } else {
+        ""
+    }
+}
+
+/// `rproxy healthcheck`: 0 on a 200 from the admin listener, 1 with the reason otherwise.
+fn healthcheck(config: &std::path::Path, admin: Option<&str>, path: &str, secs: u64) -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let timeout = std::time::Duration::from_secs(secs.max(1));
+    let result = rproxy::healthcheck::admin_address(admin, config, &env)
+        .and_then(|addr| rproxy::healthcheck::probe(addr, path, timeout));
+    match result {
+        Ok(status) => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck {
+        admin,
+        path,
+        timeout,
+    }) = &cli.command
+    {
+        return healthcheck(&cli.config, admin.as_deref(), path, *timeout);
+    }
     let env = |name: &str| std::env::var(name).ok();
     if cli.test {
         return match rproxy::check(&cli.config, &env) {

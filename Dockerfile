@@ -1,13 +1,16 @@
-# syntax=docker/dockerfile:1
-#
 # rproxy image: a release build on Debian bookworm, run as uid 10001 on debian:bookworm-slim.
 #
 #   docker build -t rproxy .
 #   docker run --rm -p 80:80 -p 443:443 -p 127.0.0.1:9901:9901 \
 #       -v "$PWD/proxy.yaml:/etc/rproxy/proxy.yaml:ro" -v rproxy-certs:/etc/rproxy/certs rproxy
 #
-# Needs BuildKit (the default builder since Docker 23): cache mounts and a bind mount from the
-# build stage. See deploy/docker/README.md for compose, ports below 1024 and hot reload.
+# Needs BuildKit (the default builder since Docker 23; DOCKER_BUILDKIT=1 before): cache mounts, a
+# secret and a bind mount from the build stage. No `# syntax=` line: that would make every build
+# fetch a Dockerfile frontend from a registry, and fail offline. Base images are build args
+# (RUST_IMAGE, RUNTIME_IMAGE), so a mirror's or a locally made image can stand in.
+# Behind a TLS-intercepting proxy, give cargo its CA as a secret (it never reaches the image):
+#   docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt -t rproxy .
+# See deploy/docker/README.md for compose, ports below 1024 and hot reload.
 
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
@@ -27,35 +30,44 @@ COPY src ./src
 COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin rproxy \
+    --mount=type=secret,id=ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then \
+        export CARGO_HTTP_CAINFO=/run/secrets/ca-certificates; \
+    fi \
+    && cargo build --release --locked --bin rproxy \
     && mkdir -p /out \
     && cp target/release/rproxy /out/rproxy \
-    && strip /out/rproxy
+    && strip /out/rproxy \
+    && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt
 
 FROM ${RUNTIME_IMAGE}
-# SETCAP=1 (default) gives the binary the file capability cap_net_bind_service=+ep, so the
-# non-root user can bind 80/443 even where the runtime leaves net.ipv4.ip_unprivileged_port_start
-# at 1024 (host networking, older runtimes). The catch: with that capability on the file, the
-# kernel refuses to exec it (EPERM, "operation not permitted") in a container whose capability
-# bounding set lacks NET_BIND_SERVICE, e.g. `--cap-drop ALL` without `--cap-add NET_BIND_SERVICE`,
-# or OpenShift's restricted SCC. Build with `--build-arg SETCAP=0` for such platforms and listen
-# on ports >= 1024 (or set the sysctl net.ipv4.ip_unprivileged_port_start=0).
-ARG SETCAP=1
-# One layer: certificates for ACME (rustls reads the system roots), the user, the directories,
-# and the binary copied in from the build stage with its capability set. libcap2-bin (setcap)
-# is purged again in the same layer, and the binary is not copied twice into the image.
+# SETCAP=0 (default): the binary carries no file capability, so it starts under any capability
+# set (`--cap-drop ALL`, OpenShift's restricted SCC). The non-root user binds 80/443 because
+# Docker (20.10+) and Podman set net.ipv4.ip_unprivileged_port_start=0 in a container's own
+# network namespace; where that does not hold (`--network host` on a host at 1024, older
+# runtimes), rproxy says at start, in words, which listen address it may not bind and why.
+# SETCAP=1 gives the binary cap_net_bind_service=+ep for those cases, with a catch: the kernel
+# then refuses to exec it at all (EPERM, "operation not permitted", before rproxy can say
+# anything) in a container whose bounding set lacks NET_BIND_SERVICE: keep
+# `--cap-add NET_BIND_SERVICE` with `--cap-drop ALL` for such an image.
+ARG SETCAP=0
+# One layer: the system roots for ACME (rustls reads /etc/ssl/certs/ca-certificates.crt; the
+# build stage's Debian bundle is copied, which keeps openssl and apt's work out of the image,
+# and never the host CA given to cargo as a secret), the user, the directories, and the binary
+# copied in from the build stage. With SETCAP=1, libcap2-bin (setcap) is installed and purged
+# again in this same layer.
 # hadolint ignore=DL3008
 RUN --mount=type=bind,from=build,source=/out,target=/out \
     set -eux; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates; \
     install -m 0755 /out/rproxy /usr/local/bin/rproxy; \
+    install -D -m 0644 /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt; \
     if [ "$SETCAP" = 1 ]; then \
+        apt-get update; \
         apt-get install -y --no-install-recommends libcap2-bin; \
         setcap cap_net_bind_service=+ep /usr/local/bin/rproxy; \
         apt-get purge -y --auto-remove libcap2-bin; \
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     fi; \
-    rm -rf /var/lib/apt/lists/*; \
     groupadd --system --gid 10001 rproxy; \
     useradd --system --uid 10001 --gid rproxy --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin rproxy; \
@@ -67,9 +79,10 @@ RUN --mount=type=bind,from=build,source=/out,target=/out \
 # directory holding proxy.yaml at /etc/rproxy. rproxy reloads it on change and on SIGHUP
 # (`docker kill -s HUP <container>`).
 COPY deploy/docker/proxy.yaml /etc/rproxy/proxy.yaml
-# Static certificates (<name>.crt + <name>.key) and ACME state (acme/): keep them across
-# restarts, and share the volume between replicas.
-VOLUME ["/etc/rproxy/certs"]
+# Static certificates (<name>.crt + <name>.key) and ACME state (acme/) live in /etc/rproxy/certs.
+# No VOLUME here: it would leave an anonymous volume behind every `docker run` without --rm.
+# Mount a named volume there to keep them across restarts (`-v rproxy-certs:/etc/rproxy/certs`),
+# and share it between replicas.
 
 USER 10001:10001
 WORKDIR /etc/rproxy
@@ -78,5 +91,9 @@ EXPOSE 80 443 9901
 # SIGTERM: /readyz turns 503, in-flight requests get server.grace_period to finish, then exit 0.
 # Give the container at least that long to stop (`docker stop -t`, compose stop_grace_period).
 STOPSIGNAL SIGTERM
+# Healthy once /readyz answers 200 (configuration loaded, listeners bound, first probe round
+# done); unhealthy while draining. A configuration elsewhere: `rproxy healthcheck -c <file>`.
+HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
+    CMD ["rproxy", "healthcheck", "-c", "/etc/rproxy/proxy.yaml", "--timeout", "3"]
 ENTRYPOINT ["rproxy"]
 CMD ["-c", "/etc/rproxy/proxy.yaml"]

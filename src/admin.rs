@@ -159,8 +159,8 @@ fn kernel_ip(hex: &str) -> Option<IpAddr> {
         .collect::<Option<Vec<u32>>>()?;
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(|b| IpAddr::from(b)),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(|b| IpAddr::from(b)),
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
         _ => None,
     }
 }

@@ -239,7 +239,31 @@ fn dockerfile_runs_non_root_and_drains_on_sigterm() {
         last(&ins, "CMD"),
         format!(r#"["-c", "{CONFIG_PATH}"]"#).as_str()
     );
-    assert!(last(&ins, "VOLUME").contains(CERTS_DIR));
+    // No VOLUME: every `docker run` without --rm would leave an anonymous volume behind (the
+    // docs name a volume for the certs instead).
+    assert!(
+        !ins.iter().any(|(c, _)| c == "VOLUME"),
+        "the Dockerfile declares a VOLUME"
+    );
+    assert!(text.contains(&format!("rproxy-certs:{CERTS_DIR}")));
+    // The health check is rproxy's own (the image has no curl), on the contract's /readyz.
+    assert!(
+        last(&ins, "HEALTHCHECK").contains(r#"CMD ["rproxy", "healthcheck""#),
+        "HEALTHCHECK {}",
+        last(&ins, "HEALTHCHECK")
+    );
+    // No `# syntax=` line: it makes every build fetch a frontend from a registry.
+    assert!(!text
+        .lines()
+        .any(|l| l.to_lowercase().replace(' ', "").starts_with("#syntax=")));
+    // Base images are build args, so a mirror's or a locally made image can stand in.
+    for arg in ["RUST_IMAGE", "RUNTIME_IMAGE"] {
+        assert!(
+            ins.iter()
+                .any(|(c, rest)| c == "ARG" && rest.starts_with(&format!("{arg}="))),
+            "ARG {arg}"
+        );
+    }
     assert!(
         ins.iter()
             .any(|(c, rest)| c == "COPY" && rest.ends_with(&format!(" {CONFIG_PATH}"))),
@@ -283,6 +307,8 @@ fn dockerfile_runs_non_root_and_drains_on_sigterm() {
 
     let app = dockerfile_instructions(&read("examples/fastapi/Dockerfile"));
     assert_non_root_user(last(&app, "USER"), "examples/fastapi/Dockerfile");
+    assert_eq!(last(&app, "FROM"), "${PYTHON_IMAGE}");
+    assert!(last(&app, "ARG").starts_with("PYTHON_IMAGE="));
     assert!(last(&app, "CMD").contains(r#""uvicorn", "app:app""#));
 }
 
@@ -324,6 +350,12 @@ fn compose_runs_the_apps_its_proxy_yaml_names() {
         "admin published on loopback only"
     );
     assert_eq!(proxy["stop_signal"], "SIGTERM");
+    // One file for compose v2 and Debian's docker-compose 1.29, which rejects a top-level name.
+    assert!(compose["name"].is_null(), "a top-level `name:`");
+    for arg in ["RUST_IMAGE", "RUNTIME_IMAGE"] {
+        let value = str_of(&proxy["build"]["args"][arg], arg);
+        assert!(value.starts_with(&format!("${{{arg}:-")), "{arg}: {value}");
+    }
 
     // Every upstream server of the compose proxy.yaml is a compose service listening there,
     // and compose waits longer than rproxy's grace period before killing it.
@@ -339,7 +371,11 @@ fn compose_runs_the_apps_its_proxy_yaml_names() {
                 app_dockerfile.contains(&format!("\"--port\", \"{port}\"")),
                 "{host} does not listen on {port}"
             );
-            assert_eq!(service["build"], "examples/fastapi");
+            assert_eq!(service["build"]["context"], "examples/fastapi");
+            assert_eq!(
+                service["build"]["args"]["PYTHON_IMAGE"],
+                "${PYTHON_IMAGE:-python:3.11-slim}"
+            );
         }
     }
     let stop = duration(&proxy["stop_grace_period"], "stop_grace_period");

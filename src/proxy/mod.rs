@@ -4,6 +4,7 @@
 
 mod ctx;
 pub mod headers;
+mod linger;
 pub mod respond;
 pub(crate) mod static_files;
 mod websocket;
@@ -43,6 +44,16 @@ pub(crate) fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The status of the final response head written to the client, if one was (a `100 Continue`
+/// rproxy sent is not one).
+pub(crate) fn final_status(session: &Session) -> Option<u16> {
+    session
+        .response_written()
+        .map(|r| r.status)
+        .filter(|s| !s.is_informational())
+        .map(|s| s.as_u16())
 }
 
 /// Approximate size of the request head as sent.
@@ -152,10 +163,13 @@ impl Proxy {
             .flatten();
         if declared.is_some_and(|len| limits::body_too_large(len, route)) {
             session.set_keepalive(None);
-            return self
-                .local(session, ctx, 413, &[("connection", "close")])
-                .await
-                .map(Some);
+            self.local(session, ctx, 413, &[("connection", "close")])
+                .await?;
+            // A client waiting for `100 Continue` sends no body after a 413.
+            if !rules::expects_continue(&session.req_header().headers) {
+                linger::drain_upload(session).await;
+            }
+            return Ok(Some(true));
         }
         Ok(None)
     }
@@ -183,6 +197,10 @@ impl Proxy {
         }
         let body_timeout = ctx.runtime.as_ref().map(|rt| rt.settings.body_timeout);
         session.set_read_timeout(body_timeout);
+        // The body is admitted so far: rproxy itself asks for it, and counts it as it comes.
+        if rules::expects_continue(&session.req_header().headers) {
+            session.write_continue_response().await?;
+        }
         Ok(false)
     }
 
@@ -442,6 +460,9 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
         ctx.upstream_status = Some(resp.status.as_u16());
         if let Some(b) = &ctx.backend {
             b.backend().record_success();
@@ -482,16 +503,27 @@ impl ProxyHttp for Proxy {
         let code = Failure::from_pingora(e).status();
         // The connection is not reused after a failure: say so in the answer.
         session.set_keepalive(None);
-        if code > 0 && session.response_written().is_none() {
+        if code > 0 && final_status(session).is_none() {
             if let Err(we) = respond::send(session, code, &[], ctx.request_id_str()).await {
                 tracing::debug!("cannot send the error response: {we}");
             }
+        }
+        if code == 413 {
+            // The body went over `max_body` as it came: the rest is read and dropped.
+            linger::drain_upload(session).await;
         }
         ctx.local_status = Some(code);
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Failures that are the client's (it left, stalled, sent something malformed) and 413s
+    /// are told by the access log at INFO, not by pingora's ERROR line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        let failure = Failure::from_pingora(e);
+        failure.is_clients() || failure.status() == 413
     }
 
     /// Metrics and the access log line.

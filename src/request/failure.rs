@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 
 use pingora_error::{Error, ErrorSource, ErrorType};
 
+/// The status logged for a request whose client left before its response was complete.
+pub const CLIENT_CLOSED: u16 = 499;
+
 /// Why an exchange with an upstream (or the client's side of it) did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -47,6 +50,26 @@ impl Failure {
             Failure::ClientBad(_) => 400,
             Failure::Status(code, _) => *code,
         }
+    }
+
+    /// The status the access log and metrics record for a request that ended with this
+    /// failure, after `written` (0: nothing) reached the client: a client that left before its
+    /// response was complete is 499, nginx's "client closed request", whatever was sent.
+    pub fn logged_status(&self, written: u16) -> u16 {
+        match self {
+            Failure::ClientGone(_) => CLIENT_CLOSED,
+            _ if written != 0 => written,
+            _ => self.status(),
+        }
+    }
+
+    /// Did the client end the exchange (left, stalled or sent something malformed)? Such
+    /// failures are the client's, not worth a warning about the upstream.
+    pub fn is_clients(&self) -> bool {
+        matches!(
+            self,
+            Failure::ClientGone(_) | Failure::ClientTimeout | Failure::ClientBad(_)
+        )
     }
 
     /// Nothing reached the server: the request may go elsewhere whatever its method.
@@ -172,6 +195,16 @@ mod tests {
         assert_eq!(Failure::ClientTimeout.status(), 408);
         assert_eq!(Failure::ClientGone("x").status(), 0);
         assert_eq!(Failure::Status(413, "big".into()).status(), 413);
+    }
+
+    #[test]
+    fn a_client_that_left_is_logged_499_whatever_was_sent() {
+        assert_eq!(Failure::ClientGone("x").logged_status(0), 499);
+        assert_eq!(Failure::ClientGone("x").logged_status(200), 499);
+        assert_eq!(Failure::Reset.logged_status(0), 502);
+        assert_eq!(Failure::Truncated.logged_status(200), 200);
+        assert!(Failure::ClientGone("x").is_clients());
+        assert!(!Failure::Timeout.is_clients());
     }
 
     #[test]

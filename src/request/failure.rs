@@ -117,6 +117,9 @@ impl Failure {
             }
             (_, ErrorSource::Upstream) => Failure::Reset,
             (ReadTimedout, ErrorSource::Downstream) => Failure::ClientTimeout,
+            // pingora's HTTP/2 server tells a stream the client reset, or a connection it
+            // closed, as an H2Error (malformed streams are refused before they get here).
+            (H2Error, ErrorSource::Downstream) => Failure::ClientGone("stream reset or closed"),
             (
                 WriteError | ReadError | ConnectionClosed | WriteTimedout,
                 ErrorSource::Downstream,
@@ -242,6 +245,8 @@ mod tests {
         assert_eq!(status(Error::new_up(ErrorType::ReadTimedout)), 504);
         assert_eq!(status(Error::new_down(ErrorType::ReadTimedout)), 408);
         assert_eq!(status(Error::new_down(ErrorType::ConnectionClosed)), 0);
+        let reset = Failure::from_pingora(&Error::new_down(ErrorType::H2Error));
+        assert_eq!(reset.logged_status(200), 499);
         assert_eq!(status(Error::new_down(ErrorType::InvalidHTTPHeader)), 400);
         assert_eq!(status(Error::new_in(ErrorType::HTTPStatus(413))), 413);
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 mod client;
 mod proxy;
 mod upstream;
+pub mod uvicorn;
 pub mod wire;
 
 pub use client::*;

@@ -38,7 +38,13 @@ const ROWS: [Row; 7] = [
     },
     Row {
         name: "HTTP/1.1, chunked",
-        args: &["--http1.1", "-H", "Expect:", "-H", "Transfer-Encoding: chunked"],
+        args: &[
+            "--http1.1",
+            "-H",
+            "Expect:",
+            "-H",
+            "Transfer-Encoding: chunked",
+        ],
         size: 2 * MIB,
     },
     Row {
@@ -94,7 +100,15 @@ async fn proxy(fast: bool, app: &Uvicorn) -> Proxy {
 /// What curl got: the status it printed and its exit code (`413/0` is a 413 read whole).
 async fn curl(args: &[&str], body: &Path, url: &str) -> String {
     let out = tokio::process::Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"])
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "30",
+        ])
         .args(args)
         .arg("--data-binary")
         .arg(format!("@{}", body.display()))
@@ -197,7 +211,12 @@ async fn an_h2_connection_serves_other_streams_after_a_413() {
                 .try_send(req, &[&big[..MIB], &big[MIB..]])
                 .await
                 .unwrap_or_else(|e| panic!("{engine}: oversize upload: {e}\n{}", proxy.stderr()));
-            assert_eq!(got.status, 413, "{engine}, declared {declared}: {}", got.text());
+            assert_eq!(
+                got.status,
+                413,
+                "{engine}, declared {declared}: {}",
+                got.text()
+            );
             let after = tokio::time::timeout(Duration::from_secs(10), h2.get("/health"))
                 .await
                 .unwrap_or_else(|_| panic!("{engine}: no answer after the 413"));

@@ -68,7 +68,11 @@ async fn the_app_hears_a_client_leave_on_both_engines_and_protocols() {
             for (work, path) in WORK {
                 let tag = format!("{engine}-{proto}-{}", &path[1..]);
                 let url = format!("https://127.0.0.1:{port}{path}?tag={tag}&secs={WORK_SECS}");
-                cases.push((format!("{engine}, {proto}, {work}"), tag, impatient(flag, url)));
+                cases.push((
+                    format!("{engine}, {proto}, {work}"),
+                    tag,
+                    impatient(flag, url),
+                ));
             }
         }
         let (names, tags): (Vec<String>, Vec<String>) =
@@ -84,7 +88,10 @@ async fn the_app_hears_a_client_leave_on_both_engines_and_protocols() {
                 }
             }
             let Some(after) = seen else {
-                panic!("{name}: the app never saw its client leave\n{}", proxy.stderr());
+                panic!(
+                    "{name}: the app never saw its client leave\n{}",
+                    proxy.stderr()
+                );
             };
             println!("{name}: the app saw the client leave {after:.2} s in");
             assert!(
@@ -99,8 +106,15 @@ async fn the_app_hears_a_client_leave_on_both_engines_and_protocols() {
             .count();
         assert_eq!(gone, tags.len(), "{engine}: 499 in the access log\n{log}");
         let counted = proxy
-            .metric("rproxy_requests_total", &[("route", "app"), ("code", "499")])
+            .metric(
+                "rproxy_requests_total",
+                &[("route", "app"), ("code", "499")],
+            )
             .await;
-        assert_eq!(counted, Some(tags.len() as f64), "{engine}: 499 in the metrics");
+        assert_eq!(
+            counted,
+            Some(tags.len() as f64),
+            "{engine}: 499 in the metrics"
+        );
     }
 }

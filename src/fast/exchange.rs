@@ -338,7 +338,9 @@ async fn attempt<D: Downstream>(
             stream_body(d, up, &mut stream, rest, peer, rec).await?;
         }
         up.buf.clear();
+        // The upstream first: a client's end is looked for only while its answer is not there.
         tokio::select! {
+            biased;
             head = read_response_head(up, &mut stream, peer.read_timeout) => head,
             () = d.gone() => Err(Failure::ClientGone("left before the response")),
         }

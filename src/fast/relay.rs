@@ -87,6 +87,7 @@ impl Relay<'_> {
                 .timer
                 .within(self.peer.read_timeout, stream.read_buf(&mut up.buf));
             let read = tokio::select! {
+                biased;
                 read = read => read,
                 () = d.gone() => return self.client_left(rec, "left during the response"),
             };

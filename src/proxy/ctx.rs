@@ -9,8 +9,8 @@ use pingora_proxy::Session;
 
 use crate::request::access::{self, Entry};
 use crate::request::failure::Attempts;
-use crate::request::Failure;
 use crate::request::headers::request_host;
+use crate::request::Failure;
 use crate::routing::{InflightGuard, Route};
 use crate::state::Runtime;
 use crate::upstream::{ActiveGuard, Pool};

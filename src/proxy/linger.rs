@@ -15,7 +15,10 @@ pub async fn drain_upload(session: &mut Session) -> u64 {
     let start = Instant::now();
     let mut dropped = 0u64;
     while dropped < LINGER.bytes {
-        let wait = LINGER.time.saturating_sub(start.elapsed()).min(LINGER.pause);
+        let wait = LINGER
+            .time
+            .saturating_sub(start.elapsed())
+            .min(LINGER.pause);
         if wait.is_zero() {
             break;
         }

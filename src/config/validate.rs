@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 
 use http::header::{HeaderName, HeaderValue};
 
-use super::model::{AcmeConfig, Config, RouteConfig, UpstreamConfig};
+use super::model::{
+    AcmeConfig, Config, RouteConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
+};
 use super::{did_you_mean, Loaded, Problem};
+use crate::upstream::peer::ClientTls;
 
 /// Checks everything that can be checked without starting anything.
 pub fn validate(loaded: &Loaded) -> Vec<Problem> {
@@ -17,6 +20,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     check_tls(loaded, &mut p);
     for (name, pool) in &c.upstreams {
         check_pool(name, pool, &mut p);
+        check_upstream_protocol(loaded, name, pool, &mut p);
     }
     let mut seen = HashSet::new();
     for (i, route) in c.routes.iter().enumerate() {
@@ -202,6 +206,56 @@ fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
     ] {
         if d.0.is_zero() {
             p.push(Problem::at(at(k), "must be more than 0"));
+        }
+    }
+}
+
+/// Most streams a pool may open on one HTTP/2 connection.
+const MAX_STREAMS: u32 = 10_000;
+
+/// The protocol, TLS and gRPC probing of a pool agree, and its TLS files are usable.
+fn check_upstream_protocol(
+    loaded: &Loaded,
+    name: &str,
+    pool: &UpstreamConfig,
+    p: &mut Vec<Problem>,
+) {
+    let at = |k: &str| format!("upstreams.{name}.{k}");
+    let protocol = pool.protocol;
+    if protocol.needs_tls() && pool.tls == Some(UpstreamTls::On(false)) {
+        p.push(Problem::at(
+            at("tls"),
+            "h2 and auto run over TLS (h2c is HTTP/2 without it)",
+        ));
+    }
+    if protocol == UpstreamProtocol::H2c && pool.tls_options().is_some() {
+        p.push(Problem::at(
+            at("tls"),
+            "h2c is cleartext HTTP/2: use protocol h2 (or auto) for TLS",
+        ));
+    }
+    if pool.max_streams == 0 || pool.max_streams > MAX_STREAMS {
+        p.push(Problem::at(
+            at("max_streams"),
+            format!("must be 1 to {MAX_STREAMS}"),
+        ));
+    }
+    if pool.health.as_ref().is_some_and(|h| h.grpc) && protocol == UpstreamProtocol::Http1 {
+        p.push(Problem::at(
+            at("health.grpc"),
+            "gRPC probes need an HTTP/2 pool (protocol h2c, h2 or auto)",
+        ));
+    }
+    if let Some(opts) = pool.tls_options() {
+        if let Err(why) = ClientTls::load(&opts, &loaded.dir) {
+            p.push(Problem::at(at("tls"), why));
+        }
+        if opts
+            .sni
+            .as_deref()
+            .is_some_and(|s| s.is_empty() || s.contains(['/', ' ', ':']))
+        {
+            p.push(Problem::at(at("tls.sni"), "must be a DNS name"));
         }
     }
 }

@@ -87,6 +87,10 @@ impl Engine {
         let Target::Upstream(pool) = &route.target else {
             return None;
         };
+        // HTTP/2 and TLS to the servers are pingora's connectors' (`upstream::peer`).
+        if !pool.transport.is_plain_http1() {
+            return None;
+        }
         if limits::body_too_large(req.content_length, &route) {
             return None;
         }

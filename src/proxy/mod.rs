@@ -366,13 +366,7 @@ impl ProxyHttp for Proxy {
             return Err(respond::http_error(502, "no server chosen"));
         };
         ctx.upstream_start = Some(std::time::Instant::now());
-        let mut peer = HttpPeer::new(backend.backend().addr, false, String::new());
-        let s = &pool.peer;
-        peer.options.connection_timeout = Some(s.connect_timeout);
-        peer.options.read_timeout = Some(s.read_timeout);
-        peer.options.write_timeout = Some(s.write_timeout);
-        peer.options.idle_timeout = Some(s.idle_timeout);
-        Ok(Box::new(peer))
+        Ok(Box::new(pool.http_peer(backend.backend())))
     }
 
     /// A connect failed: it counts against the server, and the request goes to another one
@@ -425,7 +419,14 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
+        // The version (and whether HEADERS may end the stream) are pingora's to say: HTTP/2 to
+        // an h2 or h2c pool.
+        let (version, end_stream) = (req.version, req.send_end_stream());
         *req = headers::upstream_request(session.req_header(), &self.client(session, ctx), &route)?;
+        req.set_version(version);
+        if let Some(end) = end_stream {
+            req.set_send_end_stream(end);
+        }
         Ok(())
     }
 

@@ -366,7 +366,16 @@ impl ProxyHttp for Proxy {
             return Err(respond::http_error(502, "no server chosen"));
         };
         ctx.upstream_start = Some(std::time::Instant::now());
-        Ok(Box::new(pool.http_peer(backend.backend())))
+        let mut peer = pool.http_peer(backend.backend());
+        // A gRPC call's deadline bounds the wait (504: DEADLINE_EXCEEDED to the client).
+        if let Some(deadline) = crate::request::grpc::timeout(&session.req_header().headers) {
+            let read = peer
+                .options
+                .read_timeout
+                .map_or(deadline, |t| t.min(deadline));
+            peer.options.read_timeout = Some(read);
+        }
+        Ok(Box::new(peer))
     }
 
     /// A connect failed: it counts against the server, and the request goes to another one
@@ -426,6 +435,10 @@ impl ProxyHttp for Proxy {
         req.set_version(version);
         if let Some(end) = end_stream {
             req.set_send_end_stream(end);
+        }
+        if version == http::Version::HTTP_2 && rules::wants_trailers(&session.req_header().headers)
+        {
+            req.insert_header("te", "trailers")?;
         }
         Ok(())
     }

@@ -76,6 +76,18 @@ pub fn is_websocket_upgrade<L: Lines + ?Sized>(lines: &L) -> bool {
     websocket
 }
 
+/// Does the client accept trailers (`TE: trailers`)? TE is hop-by-hop and never forwarded as
+/// it came; an engine speaking HTTP/2 to the upstream sends `te: trailers` again when this
+/// holds (the one TE value HTTP/2 allows, RFC 9113 8.2.2), which gRPC servers require.
+pub fn wants_trailers<L: Lines + ?Sized>(lines: &L) -> bool {
+    let mut wants = false;
+    lines.each(|_, name, value| {
+        wants |= name.eq_ignore_ascii_case("te")
+            && connection_tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+    });
+    wants
+}
+
 /// Does the client wait for `100 Continue` before it sends its body? rproxy answers that
 /// itself once the request is admitted (its declared length within `max_body`), and never
 /// forwards the `Expect` header: the body is counted against the limit as it comes.

@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod health;
 pub mod peer;
+mod probe_over_peer;
 pub mod select;
 
 use std::net::SocketAddr;

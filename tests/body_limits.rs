@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::h2client::H2;
-use common::uvicorn::{repo_dir, require_python_deps, Uvicorn};
+use common::python_apps::{repo_dir, require_python_deps, PyApp};
 use common::{client, Proxy};
 
 /// (name, `server.fast_path`).
@@ -77,15 +77,15 @@ const ROWS: [Row; 7] = [
 ];
 
 /// The watching app (`tests/apps/watch.py`), healthy.
-async fn app() -> Uvicorn {
+async fn app() -> PyApp {
     require_python_deps();
-    let mut app = Uvicorn::spawn(&repo_dir("tests/apps"), "watch:app");
+    let mut app = PyApp::uvicorn(&repo_dir("tests/apps"), "watch:app");
     app.wait_healthy().await;
     app
 }
 
 /// rproxy on `engine` with https, a 1 MiB `max_body` in front of `app`.
-async fn proxy(fast: bool, app: &Uvicorn) -> Proxy {
+async fn proxy(fast: bool, app: &PyApp) -> Proxy {
     Proxy::builder()
         .server(&format!("fast_path: {fast}"))
         .https()
@@ -124,7 +124,7 @@ async fn curl(args: &[&str], body: &Path, url: &str) -> String {
 }
 
 /// What the app recorded of the request tagged `tag`.
-async fn seen(app: &Uvicorn, tag: &str) -> serde_json::Value {
+async fn seen(app: &PyApp, tag: &str) -> serde_json::Value {
     let resp = client()
         .get(app.url(&format!("/seen?tag={tag}")))
         .send()

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::uvicorn::{repo_dir, require_python_deps, Uvicorn};
+use common::python_apps::{repo_dir, require_python_deps, PyApp};
 use common::{client, Proxy, POLL};
 
 /// (name, `server.fast_path`).
@@ -37,7 +37,7 @@ async fn impatient(proto: &str, url: String) {
 }
 
 /// How long after it started the app saw the client of `tag` leave; `None` if it has not.
-async fn left_after(app: &Uvicorn, tag: &str) -> Option<f64> {
+async fn left_after(app: &PyApp, tag: &str) -> Option<f64> {
     let resp = client()
         .get(app.url(&format!("/seen?tag={tag}")))
         .send()
@@ -49,7 +49,7 @@ async fn left_after(app: &Uvicorn, tag: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_hears_a_client_leave_on_both_engines_and_protocols() {
     require_python_deps();
-    let mut app = Uvicorn::spawn(&repo_dir("tests/apps"), "watch:app");
+    let mut app = PyApp::uvicorn(&repo_dir("tests/apps"), "watch:app");
     app.wait_healthy().await;
     for (engine, fast) in ENGINES {
         let proxy = Proxy::builder()

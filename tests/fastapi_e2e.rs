@@ -11,16 +11,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::uvicorn::{repo_dir, require_python_deps, Uvicorn};
+use common::python_apps::{repo_dir, require_python_deps, PyApp};
 use common::ws::{self, echo_roundtrips};
 use common::{client, Proxy, POLL};
 use futures_util::StreamExt;
 
 /// Three workers, each answering `/health`, and rproxy in front (probes every 300 ms).
-async fn setup() -> (Vec<Uvicorn>, Proxy) {
+async fn setup() -> (Vec<PyApp>, Proxy) {
     require_python_deps();
     let dir = repo_dir("examples/fastapi");
-    let mut workers: Vec<Uvicorn> = (0..3).map(|_| Uvicorn::spawn(&dir, "app:app")).collect();
+    let mut workers: Vec<PyApp> = (0..3).map(|_| PyApp::uvicorn(&dir, "app:app")).collect();
     for w in &mut workers {
         w.wait_healthy().await;
     }

@@ -113,6 +113,16 @@ fn build_pool(
         return Ok(old.clone());
     }
     let tls = match cfg.tls_options() {
+        Some(opts) if opts.insecure_skip_verify => {
+            tracing::warn!(
+                upstream = name,
+                "tls.insecure_skip_verify: the certificates of this pool's servers are NOT verified"
+            );
+            Some(
+                ClientTls::load(&opts, &loaded.dir)
+                    .map_err(|why| Problem::at(format!("upstreams.{name}.tls"), why))?,
+            )
+        }
         Some(opts) => Some(
             ClientTls::load(&opts, &loaded.dir)
                 .map_err(|why| Problem::at(format!("upstreams.{name}.tls"), why))?,

@@ -23,6 +23,7 @@ def call(channel, deadline):
         out["slow"] = "OK"
     except grpc.RpcError as e:
         out["slow"] = e.code().name
+        out["slow_details"] = e.details()
     return out
 
 

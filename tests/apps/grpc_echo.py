@@ -2,7 +2,8 @@
 call on raw bytes (no generated code), a slow call for deadlines, and the standard
 `grpc.health.v1.Health` service.
 
-    python3 grpc_echo.py PORT [CERT KEY]     # TLS (ALPN h2) when a certificate is given
+    python3 grpc_echo.py PORT [CERT KEY] [--not-serving]
+TLS (ALPN h2) when a certificate is given; `--not-serving`: the health service says NOT_SERVING.
 """
 import sys
 import time
@@ -37,7 +38,9 @@ def slow(request, context):
 
 
 def main():
-    port = sys.argv[1]
+    not_serving = "--not-serving" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--not-serving"]
+    port = args[0]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
@@ -48,11 +51,12 @@ def main():
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     checker = health.HealthServicer()
-    checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    status = health_pb2.HealthCheckResponse.NOT_SERVING if not_serving else health_pb2.HealthCheckResponse.SERVING
+    checker.set("", status)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     addr = f"127.0.0.1:{port}"
-    if len(sys.argv) > 3:
-        with open(sys.argv[2], "rb") as c, open(sys.argv[3], "rb") as k:
+    if len(args) > 2:
+        with open(args[1], "rb") as c, open(args[2], "rb") as k:
             creds = grpc.ssl_server_credentials(((k.read(), c.read()),))
         server.add_secure_port(addr, creds)
     else:

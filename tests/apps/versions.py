@@ -1,5 +1,8 @@
-"""An ASGI app that says which HTTP version reached it (Hypercorn serves HTTP/2 as "2"),
-for tests/upstream_protocols.rs; /stream sends `n` chunks of `size` bytes."""
+"""An ASGI app that says how a request reached it (HTTP version: Hypercorn serves HTTP/2 as
+"2"; scheme; the connection's client port), for tests/upstream_protocols.rs; `/version?wait=`
+answers after that many seconds, `/stream` sends `n` chunks of `size` bytes."""
+import asyncio
+
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
@@ -12,9 +15,13 @@ async def health():
 
 
 @app.api_route("/version", methods=["GET", "POST"])
-async def version(request: Request):
+async def version(request: Request, wait: float = 0.0):
     body = await request.body()
+    if wait:
+        await asyncio.sleep(wait)
+    client = request.scope.get("client") or ("", 0)
     return {
+        "client_port": client[1],
         "http_version": request.scope.get("http_version"),
         "scheme": request.scope.get("scheme"),
         "body": len(body),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 mod client;
 mod proxy;
+pub mod python_apps;
 mod upstream;
-pub mod uvicorn;
 pub mod wire;
 
 pub use client::*;

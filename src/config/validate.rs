@@ -1,7 +1,8 @@
 //! Semantic checks of a parsed configuration: every problem is collected with its key path,
 //! so `rproxy -t` can list them all. Nothing here touches the network.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use http::header::{HeaderName, HeaderValue};
@@ -12,7 +13,8 @@ use super::model::{
 use super::{did_you_mean, Loaded, Problem};
 use crate::upstream::peer::ClientTls;
 
-/// Checks everything that can be checked without starting anything.
+/// Checks everything that can be checked without starting anything. For a file that did not
+/// parse whole, checks that would judge a part that did not parse (`Source::gaps`) stay quiet.
 pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     let mut p = Vec::new();
     let c = &loaded.config;
@@ -22,21 +24,38 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
         check_pool(name, pool, &mut p);
         check_upstream_protocol(loaded, name, pool, &mut p);
     }
-    let mut seen = HashSet::new();
     for (i, route) in c.routes.iter().enumerate() {
         check_route(loaded, i, route, &mut p);
+    }
+    check_duplicate_routes(loaded, &mut p);
+    let gaps = &loaded.source.gaps;
+    p.retain(|p| !gaps.covers(&p.location) && !gaps.touches(&p.location));
+    p
+}
+
+/// Two routes with the same host and path: the later one is reported.
+fn check_duplicate_routes(loaded: &Loaded, p: &mut Vec<Problem>) {
+    let gaps = &loaded.source.gaps;
+    let mut seen = HashMap::new();
+    for (i, route) in loaded.config.routes.iter().enumerate() {
+        let at = |k: &str| format!("routes[{i}].{k}");
+        if gaps.covers(&at("host")) || gaps.covers(&at("path")) {
+            continue;
+        }
         let key = (
             route.host.as_deref().map(str::to_ascii_lowercase),
             route.path.trim_end_matches('/').to_string(),
         );
-        if !seen.insert(key) {
-            p.push(Problem::at(
-                format!("routes[{i}]"),
-                "another route has the same host and path",
-            ));
+        match seen.entry(key) {
+            Entry::Occupied(first) => p.push(Problem::at(
+                at("path"),
+                format!("same host and path as routes[{}]", first.get()),
+            )),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
         }
     }
-    p
 }
 
 fn check_listen(c: &Config, p: &mut Vec<Problem>) {
@@ -302,7 +321,10 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
             format!("routes[{i}]"),
             "set `upstream` (a pool name) or `static` (a directory)",
         )),
-        (Some(u), None) if !loaded.config.upstreams.contains_key(u) => {
+        (Some(u), None)
+            if !loaded.config.upstreams.contains_key(u)
+                && !loaded.source.gaps.covers(&format!("upstreams.{u}")) =>
+        {
             let hint = did_you_mean(u, loaded.config.upstreams.keys().map(String::as_str))
                 .map(|c| format!(" (did you mean `{c}`?)"))
                 .unwrap_or_default();

@@ -138,6 +138,7 @@ mod tests {
             config,
             path: "t.yaml".into(),
             dir: ".".into(),
+            source: Default::default(),
         };
         let compiled = crate::compile(&loaded, None).unwrap();
         let state = Arc::new(State::new(compiled.runtime, None));

@@ -40,7 +40,7 @@ pub fn compile_with_certs(
 ) -> Result<Compiled, ConfigError> {
     let mut problems = crate::config::validate(loaded);
     if !problems.is_empty() {
-        return Err(problems.into());
+        return Err(loaded.source.locate(problems).into());
     }
     let c = &loaded.config;
     let mut pools = BTreeMap::new();
@@ -70,7 +70,7 @@ pub fn compile_with_certs(
     };
     let acme = build_acme(loaded, &routes, certs.as_ref());
     if !problems.is_empty() {
-        return Err(problems.into());
+        return Err(loaded.source.locate(problems).into());
     }
     let https_port = c
         .listen

@@ -18,6 +18,7 @@ fn loaded(yaml: &str) -> Loaded {
         config,
         path: PathBuf::from("bench.yaml"),
         dir: PathBuf::from("."),
+        source: Default::default(),
     }
 }
 

@@ -110,6 +110,31 @@ fn two_problems_are_reported_on_two_lines() {
     );
 }
 
+/// `many_problems.yaml` has type errors and semantic problems in several sections: one run
+/// prints each of them, at the `file:line:col` its `# expect:` line names, and nothing else.
+#[test]
+fn every_problem_of_a_file_is_listed_at_once_with_its_line_and_column() {
+    let path = fixtures().join("bad/many_problems.yaml");
+    let text = std::fs::read_to_string(&path).expect("read fixture");
+    let expected = expectations(&text);
+    assert!(expected.len() >= 6, "the fixture announces its problems");
+    let out = check(&path);
+    let printed = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    let lines: Vec<&str> = printed.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "one line per problem, no more:\n{printed}"
+    );
+    // In the file's order, each line starting with the full path and the expected place.
+    let file = path.display().to_string();
+    for (line, want) in lines.iter().zip(&expected) {
+        let want = want.replacen("many_problems.yaml", &file, 1);
+        assert!(line.starts_with(&want), "want `{want}`, got `{line}`");
+    }
+}
+
 #[test]
 fn yaml_syntax_error_has_line_and_column() {
     let path = fixtures().join("bad/yaml_syntax.yaml");

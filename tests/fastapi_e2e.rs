@@ -8,108 +8,21 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::python_apps::{repo_dir, require_python_deps, PyApp};
 use common::ws::{self, echo_roundtrips};
-use common::{client, free_port, Proxy, POLL};
+use common::{client, Proxy, POLL};
 use futures_util::StreamExt;
 
-fn app_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fastapi")
-}
-
-/// Fails the test (never skips it) when FastAPI or uvicorn cannot be imported.
-fn require_python_deps() {
-    let out = Command::new("python3")
-        .args(["-c", "import fastapi, uvicorn"])
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "FastAPI/uvicorn are not importable by python3: install them with \
-             `python3 -m pip install -r examples/fastapi/requirements.txt` (.ci/run does)\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("cannot run python3 ({e}): the FastAPI end-to-end tests need it"),
-    }
-}
-
-/// One uvicorn process serving `app:app`; killed when dropped.
-struct Worker {
-    port: u16,
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Worker {
-    fn spawn() -> Worker {
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("worker log file");
-        let child = Command::new("python3")
-            .args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args(["--log-level", "warning"])
-            .current_dir(app_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(log.path()).expect("worker log"))
-            .spawn()
-            .expect("spawn uvicorn");
-        Worker { port, child, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Three workers, each answering `/health`, and rproxy in front (probes every 300 ms).
-async fn setup() -> (Vec<Worker>, Proxy) {
+async fn setup() -> (Vec<PyApp>, Proxy) {
     require_python_deps();
-    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn()).collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let dir = repo_dir("examples/fastapi");
+    let mut workers: Vec<PyApp> = (0..3).map(|_| PyApp::uvicorn(&dir, "app:app")).collect();
     for w in &mut workers {
-        loop {
-            if let Some(status) = w.child.try_wait().expect("try_wait") {
-                panic!(
-                    "uvicorn on port {} exited with {status}:\n{}",
-                    w.port,
-                    w.log()
-                );
-            }
-            let ok = client()
-                .get(w.url("/health"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().as_u16() == 200);
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "uvicorn on port {} not healthy after 30 s:\n{}",
-                w.port,
-                w.log()
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        w.wait_healthy().await;
     }
 
     let servers: Vec<String> = workers

@@ -451,6 +451,62 @@ async fn bad_file_keeps_old_config_and_fix_applies() {
     assert_eq!(served_by(&proxy, "/old").await, "app", "/old was removed");
 }
 
+/// A reload with several problems logs each at its line and column (as `rproxy -t` lists
+/// them), counts one failed reload, and the running configuration stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reload_logs_every_problem_with_its_line() {
+    let app = Upstream::named("app").await;
+    let b = Upstream::named("b").await;
+    let good = two_routes(&app, &b, Some("/old"));
+    let mut proxy = start(&good).await;
+    let bad = good
+        .replace(
+            "{ path: /old, upstream: b }",
+            "{ path: /old, upstream: nope }",
+        )
+        .replace(
+            "{ path: /, upstream: app }",
+            "{ path: /, upstream: app, max_body: huge }",
+        )
+        .replace("  b:\n", "  b:\n    read_timeout: 3 fortnights\n");
+    let yaml = head(proxy.http, proxy.admin) + &bad;
+    let line_of = |needle: &str| {
+        yaml.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("`{needle}` not in\n{yaml}"))
+    };
+    let wanted = [
+        (line_of("fortnights"), "upstreams.b.read_timeout"),
+        (line_of("nope"), "routes[0].upstream"),
+        (line_of("huge"), "routes[1].max_body"),
+    ];
+    let err_before = proxy.reloads("error").await;
+    proxy.rewrite(&yaml);
+    assert!(
+        proxy
+            .wait_reloads_above("error", err_before, RELOAD_WAIT)
+            .await,
+        "the bad file was not counted as a reload error\n{}",
+        proxy.stderr()
+    );
+    assert_eq!(proxy.reloads("error").await, err_before + 1.0);
+    let stderr = proxy.stderr();
+    for (line, path) in wanted {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("proxy.yaml:{line}:")) && l.contains(path)),
+            "no log line for {path} at line {line}\n{stderr}"
+        );
+    }
+    assert_eq!(
+        served_by(&proxy, "/old").await,
+        "b",
+        "the old routes still serve"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_change_needs_restart_and_the_rest_applies() {
     let app = Upstream::named("app").await;

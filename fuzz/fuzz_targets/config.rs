@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         config,
         path: "fuzz.yaml".into(),
         dir: ".".into(),
+        source: Default::default(),
     };
     for p in validate(&loaded) {
         assert!(!p.location.is_empty(), "a problem with no location: {p:?}");

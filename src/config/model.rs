@@ -145,6 +145,77 @@ pub struct UpstreamConfig {
     /// How often `name:port` servers are resolved again.
     #[serde(default = "defaults::resolve_interval")]
     pub resolve_interval: Dur,
+    /// The protocol spoken to the servers.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// TLS to the servers: `true`, or a block of options. `h2` and `auto` imply it.
+    pub tls: Option<UpstreamTls>,
+    /// Most streams rproxy opens at once on one HTTP/2 connection to a server (fewer when the
+    /// server's SETTINGS_MAX_CONCURRENT_STREAMS says so); more connections are opened past it.
+    #[serde(default = "defaults::max_streams")]
+    pub max_streams: u32,
+}
+
+/// How rproxy speaks to a pool's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS with `tls`).
+    #[default]
+    Http1,
+    /// HTTP/2 in cleartext, with prior knowledge (Hypercorn, grpcio without TLS).
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2` only).
+    H2,
+    /// TLS, and whatever ALPN picks: HTTP/2 or HTTP/1.1.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// Does this protocol run over TLS whatever `tls` says?
+    pub fn needs_tls(self) -> bool {
+        matches!(self, UpstreamProtocol::H2 | UpstreamProtocol::Auto)
+    }
+}
+
+/// `tls:` of a pool: on/off, or the options of a TLS connection to its servers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "true, false, or a block with sni, ca, client_cert, client_key, insecure_skip_verify"
+)]
+pub enum UpstreamTls {
+    On(bool),
+    Options(UpstreamTlsOptions),
+}
+
+/// The options of TLS to a pool's servers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsOptions {
+    /// The name sent (SNI) and verified; default: the server's name as written.
+    pub sni: Option<String>,
+    /// CA certificates (PEM) the servers' certificates are verified against, instead of the
+    /// system's roots.
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM, with its chain) presented to the servers (mTLS), and its key.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Accept any certificate: testing only, logged as a warning at every load.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+impl UpstreamConfig {
+    /// The TLS options of this pool's connections, if they use TLS.
+    pub fn tls_options(&self) -> Option<UpstreamTlsOptions> {
+        match &self.tls {
+            Some(UpstreamTls::Options(o)) => Some(o.clone()),
+            Some(UpstreamTls::On(true)) => Some(UpstreamTlsOptions::default()),
+            Some(UpstreamTls::On(false)) => None,
+            None => self.protocol.needs_tls().then(UpstreamTlsOptions::default),
+        }
+    }
 }
 
 /// One upstream server: `127.0.0.1:8000` or `{ addr: 127.0.0.1:8000, weight: 2 }`.
@@ -169,6 +240,9 @@ pub struct HealthConfig {
     pub fall: u32,
     #[serde(default = "defaults::expect")]
     pub expect: StatusRange,
+    /// Probe with gRPC's `grpc.health.v1.Health/Check` (SERVING passes) instead of `GET path`.
+    #[serde(default)]
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -388,6 +462,10 @@ mod defaults {
     /// does not open and close a connection per request.
     pub fn keepalive() -> u32 {
         1024
+    }
+    /// As many as nginx's and Go's servers allow by default.
+    pub fn max_streams() -> u32 {
+        100
     }
     pub fn resolve_interval() -> Dur {
         secs(5)

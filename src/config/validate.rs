@@ -1,15 +1,20 @@
 //! Semantic checks of a parsed configuration: every problem is collected with its key path,
 //! so `rproxy -t` can list them all. Nothing here touches the network.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use http::header::{HeaderName, HeaderValue};
 
-use super::model::{AcmeConfig, Config, RouteConfig, UpstreamConfig};
+use super::model::{
+    AcmeConfig, Config, RouteConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
+};
 use super::{did_you_mean, Loaded, Problem};
+use crate::upstream::peer::ClientTls;
 
-/// Checks everything that can be checked without starting anything.
+/// Checks everything that can be checked without starting anything. For a file that did not
+/// parse whole, checks that would judge a part that did not parse (`Source::gaps`) stay quiet.
 pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     let mut p = Vec::new();
     let c = &loaded.config;
@@ -17,22 +22,40 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     check_tls(loaded, &mut p);
     for (name, pool) in &c.upstreams {
         check_pool(name, pool, &mut p);
+        check_upstream_protocol(loaded, name, pool, &mut p);
     }
-    let mut seen = HashSet::new();
     for (i, route) in c.routes.iter().enumerate() {
         check_route(loaded, i, route, &mut p);
+    }
+    check_duplicate_routes(loaded, &mut p);
+    let gaps = &loaded.source.gaps;
+    p.retain(|p| !gaps.covers(&p.location) && !gaps.touches(&p.location));
+    p
+}
+
+/// Two routes with the same host and path: the later one is reported.
+fn check_duplicate_routes(loaded: &Loaded, p: &mut Vec<Problem>) {
+    let gaps = &loaded.source.gaps;
+    let mut seen = HashMap::new();
+    for (i, route) in loaded.config.routes.iter().enumerate() {
+        let at = |k: &str| format!("routes[{i}].{k}");
+        if gaps.covers(&at("host")) || gaps.covers(&at("path")) {
+            continue;
+        }
         let key = (
             route.host.as_deref().map(str::to_ascii_lowercase),
             route.path.trim_end_matches('/').to_string(),
         );
-        if !seen.insert(key) {
-            p.push(Problem::at(
-                format!("routes[{i}]"),
-                "another route has the same host and path",
-            ));
+        match seen.entry(key) {
+            Entry::Occupied(first) => p.push(Problem::at(
+                at("path"),
+                format!("same host and path as routes[{}]", first.get()),
+            )),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
         }
     }
-    p
 }
 
 fn check_listen(c: &Config, p: &mut Vec<Problem>) {
@@ -206,6 +229,56 @@ fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
     }
 }
 
+/// Most streams a pool may open on one HTTP/2 connection.
+const MAX_STREAMS: u32 = 10_000;
+
+/// The protocol, TLS and gRPC probing of a pool agree, and its TLS files are usable.
+fn check_upstream_protocol(
+    loaded: &Loaded,
+    name: &str,
+    pool: &UpstreamConfig,
+    p: &mut Vec<Problem>,
+) {
+    let at = |k: &str| format!("upstreams.{name}.{k}");
+    let protocol = pool.protocol;
+    if protocol.needs_tls() && pool.tls == Some(UpstreamTls::On(false)) {
+        p.push(Problem::at(
+            at("tls"),
+            "h2 and auto run over TLS (h2c is HTTP/2 without it)",
+        ));
+    }
+    if protocol == UpstreamProtocol::H2c && pool.tls_options().is_some() {
+        p.push(Problem::at(
+            at("tls"),
+            "h2c is cleartext HTTP/2: use protocol h2 (or auto) for TLS",
+        ));
+    }
+    if pool.max_streams == 0 || pool.max_streams > MAX_STREAMS {
+        p.push(Problem::at(
+            at("max_streams"),
+            format!("must be 1 to {MAX_STREAMS}"),
+        ));
+    }
+    if pool.health.as_ref().is_some_and(|h| h.grpc) && protocol == UpstreamProtocol::Http1 {
+        p.push(Problem::at(
+            at("health.grpc"),
+            "gRPC probes need an HTTP/2 pool (protocol h2c, h2 or auto)",
+        ));
+    }
+    if let Some(opts) = pool.tls_options() {
+        if let Err(why) = ClientTls::load(&opts, &loaded.dir) {
+            p.push(Problem::at(at("tls"), why));
+        }
+        if opts
+            .sni
+            .as_deref()
+            .is_some_and(|s| s.is_empty() || s.contains(['/', ' ', ':']))
+        {
+            p.push(Problem::at(at("tls.sni"), "must be a DNS name"));
+        }
+    }
+}
+
 /// `host:port` with a port number; IPv6 in brackets.
 fn check_host_port(addr: &str) -> Result<(), String> {
     if addr.parse::<SocketAddr>().is_ok() {
@@ -248,7 +321,10 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
             format!("routes[{i}]"),
             "set `upstream` (a pool name) or `static` (a directory)",
         )),
-        (Some(u), None) if !loaded.config.upstreams.contains_key(u) => {
+        (Some(u), None)
+            if !loaded.config.upstreams.contains_key(u)
+                && !loaded.source.gaps.covers(&format!("upstreams.{u}")) =>
+        {
             let hint = did_you_mean(u, loaded.config.upstreams.keys().map(String::as_str))
                 .map(|c| format!(" (did you mean `{c}`?)"))
                 .unwrap_or_default();

@@ -55,6 +55,11 @@ pub(super) trait Downstream {
     async fn read_body(&mut self, buf: &mut BytesMut, max: usize) -> Result<usize, Failure>;
     /// The response broke off after its head: the client must not take it as complete.
     fn abort(&mut self);
+    /// Resolves when the client has left (HTTP/1.1: end of stream or a reset on its connection;
+    /// HTTP/2: the stream reset or the connection gone); pending while it waits. Raced against
+    /// the upstream, so that a departed client's request is cancelled there at once (the
+    /// upstream connection is closed: the app hears the disconnect).
+    async fn gone(&mut self);
 }
 
 /// The upstream side of a client connection or stream, kept across its requests.
@@ -260,7 +265,9 @@ async fn forward<D: Downstream>(
         if failure.counts_against_server(reused) {
             pool.report_failure(&server);
         }
-        if reused {
+        if failure.is_clients() {
+            tracing::debug!(upstream = %pool.name, server = %server.label, "{failure}");
+        } else if reused {
             tracing::debug!(upstream = %pool.name, server = %server.label, "reused connection: {failure}");
         } else {
             tracing::warn!(upstream = %pool.name, server = %server.label, "{failure}");
@@ -294,6 +301,7 @@ pub(super) async fn fail<D: Downstream>(
     id: &[u8],
 ) -> Next {
     let status = failure.status();
+    rec.status = failure.logged_status(0);
     rec.error = Some(failure);
     if status != 0 {
         answer(d, req, rec, status, &[], false, id).await;
@@ -330,7 +338,12 @@ async fn attempt<D: Downstream>(
             stream_body(d, up, &mut stream, rest, peer, rec).await?;
         }
         up.buf.clear();
-        read_response_head(up, &mut stream, peer.read_timeout).await
+        // The upstream first: a client's end is looked for only while its answer is not there.
+        tokio::select! {
+            biased;
+            head = read_response_head(up, &mut stream, peer.read_timeout) => head,
+            () = d.gone() => Err(Failure::ClientGone("left before the response")),
+        }
     };
     sent.await.map_err(|f| (f, reused))?;
     Ok(stream)

@@ -45,6 +45,8 @@ struct Conn {
     shutdown: ShutdownWatch,
     /// `server.body_timeout` of the configuration the current request runs on.
     body_timeout: Duration,
+    /// Bytes of the client's next request that came while watching for it to leave (`gone`).
+    early: BytesMut,
 }
 
 /// What to do after one request.
@@ -70,6 +72,7 @@ impl Engine {
             out: Vec::new(),
             shutdown: shutdown.clone(),
             body_timeout: Duration::ZERO,
+            early: BytesMut::new(),
         };
         let mut up = UpSide::new();
         // No read buffer until bytes arrive (`read_some`).
@@ -106,6 +109,11 @@ impl Engine {
                 conn.out = buffers::take_vec();
                 let step = Box::pin(self.answer(conn, up, buf, &settings)).await;
                 buffers::give_vec(std::mem::take(&mut conn.out));
+                if !conn.early.is_empty() {
+                    // What came while the request ran follows what was read with it.
+                    buf.extend_from_slice(&conn.early);
+                    conn.early = BytesMut::new();
+                }
                 if buf.is_empty() {
                     // An idle connection keeps no buffer.
                     *buf = BytesMut::new();
@@ -217,6 +225,18 @@ impl Downstream for Conn {
 
     /// Closing the connection (which follows) tells the client: the framing says what is missing.
     fn abort(&mut self) {}
+
+    /// The connection's end, or a reset: the client left. Bytes of a pipelined request mean it
+    /// is still there; they are kept for the next request, and the watch ends.
+    async fn gone(&mut self) {
+        if self.early.is_empty() {
+            match read_some(&mut self.io, &mut self.early).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+        std::future::pending().await
+    }
 
     async fn read_body(&mut self, buf: &mut BytesMut, max: usize) -> Result<usize, Failure> {
         let mut part = (&mut self.io).take(max as u64);

@@ -187,6 +187,11 @@ impl Downstream for Stream<'_> {
         ))
     }
 
+    /// The client reset the stream or closed the connection.
+    async fn gone(&mut self) {
+        let _ = self.session.read_body_or_idle(true).await;
+    }
+
     /// Resets the stream, so the client does not take the cut-off body as whole.
     fn abort(&mut self) {
         if let ServerSession::H2(s) = &mut *self.session {

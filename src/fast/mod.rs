@@ -12,7 +12,8 @@
 //! from 10 to 1,000 connections at 2-3.5x the CPU per request, where this one served
 //! 0.92-1.18x. Pingora's path keeps what this one does not carry yet: static files (local
 //! answers), WebSocket tunnels, chunked and unsized uploads, HTTP/2 uploads without a length or
-//! over 64 KiB, `Expect`, HTTP/1.0, malformed heads (400), redirects and ACME challenges. On an
+//! over 64 KiB, uploads over `max_body` (413 with the lingering read), `Expect` (answered by
+//! rproxy), HTTP/1.0, malformed heads (400), redirects and ACME challenges. On an
 //! HTTP/1.1 connection, the rest of it stays there after such a request.
 
 pub mod body;
@@ -86,6 +87,10 @@ impl Engine {
         let Target::Upstream(pool) = &route.target else {
             return None;
         };
+        // HTTP/2 and TLS to the servers are pingora's connectors' (`upstream::peer`).
+        if !pool.transport.is_plain_http1() {
+            return None;
+        }
         if limits::body_too_large(req.content_length, &route) {
             return None;
         }
@@ -133,6 +138,7 @@ mod tests {
             config,
             path: "t.yaml".into(),
             dir: ".".into(),
+            source: Default::default(),
         };
         let compiled = crate::compile(&loaded, None).unwrap();
         let state = Arc::new(State::new(compiled.runtime, None));

@@ -86,7 +86,12 @@ impl Relay<'_> {
             let read = up
                 .timer
                 .within(self.peer.read_timeout, stream.read_buf(&mut up.buf));
-            let n = match read.await {
+            let read = tokio::select! {
+                biased;
+                read = read => read,
+                () = d.gone() => return self.client_left(rec, "left during the response"),
+            };
+            let n = match read {
                 Ok(Ok(n)) if n > 0 => {
                     if n == room {
                         piece = buffers::BODY;
@@ -118,7 +123,7 @@ impl Relay<'_> {
                 backend.release();
             }
             if !d.body(data, done).await {
-                return Next::Close;
+                return self.client_left(rec, "closed during the response");
             }
             rec.bytes_out += data.len();
         }
@@ -134,6 +139,15 @@ impl Relay<'_> {
         } else {
             Next::Close
         }
+    }
+
+    /// The client left before the response was complete: the upstream connection is dropped
+    /// (closed) with this exchange, and the request logged as the client's doing (499).
+    fn client_left(&self, rec: &mut Record, why: &'static str) -> Next {
+        let failure = Failure::ClientGone(why);
+        rec.status = failure.logged_status(rec.status);
+        rec.error = Some(failure);
+        Next::Close
     }
 
     /// Parses the response head in `up.buf` (skipping 1xx interim responses) and passes it on
@@ -172,6 +186,7 @@ impl Relay<'_> {
                 backend.release();
             }
             if !d.send_head(first, head.started.progress.is_done()).await {
+                self.client_left(rec, "closed before the response head");
                 return Ok(None);
             }
             rec.bytes_out += first.len();

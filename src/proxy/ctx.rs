@@ -10,6 +10,7 @@ use pingora_proxy::Session;
 use crate::request::access::{self, Entry};
 use crate::request::failure::Attempts;
 use crate::request::headers::request_host;
+use crate::request::Failure;
 use crate::routing::{InflightGuard, Route};
 use crate::state::Runtime;
 use crate::upstream::{ActiveGuard, Pool};
@@ -75,17 +76,17 @@ impl Ctx {
     /// Metrics and the access-log line of the request, as it ends.
     pub fn log(&self, session: &Session, e: Option<&Error>) {
         let req = session.req_header();
+        let written = super::final_status(session)
+            .or(self.local_status)
+            .unwrap_or(0);
+        let status = e.map_or(written, |e| Failure::from_pingora(e).logged_status(written));
         let error = e.map(|e| e as &dyn std::fmt::Display);
         access::log(&Entry {
             client: super::client_ip(session),
             method: req.method.as_str(),
             host: request_host(req),
             path: req.uri.path(),
-            status: session
-                .response_written()
-                .map(|r| r.status.as_u16())
-                .or(self.local_status)
-                .unwrap_or(0),
+            status,
             route: self.route_name(),
             upstream: self.pool_name(),
             server: self.backend.as_ref().map(|b| b.backend().label.as_str()),

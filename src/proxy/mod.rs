@@ -4,6 +4,7 @@
 
 mod ctx;
 pub mod headers;
+mod linger;
 pub mod respond;
 pub(crate) mod static_files;
 mod websocket;
@@ -43,6 +44,16 @@ pub(crate) fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The status of the final response head written to the client, if one was (a `100 Continue`
+/// rproxy sent is not one).
+pub(crate) fn final_status(session: &Session) -> Option<u16> {
+    session
+        .response_written()
+        .map(|r| r.status)
+        .filter(|s| !s.is_informational())
+        .map(|s| s.as_u16())
 }
 
 /// Approximate size of the request head as sent.
@@ -152,10 +163,13 @@ impl Proxy {
             .flatten();
         if declared.is_some_and(|len| limits::body_too_large(len, route)) {
             session.set_keepalive(None);
-            return self
-                .local(session, ctx, 413, &[("connection", "close")])
-                .await
-                .map(Some);
+            self.local(session, ctx, 413, &[("connection", "close")])
+                .await?;
+            // A client waiting for `100 Continue` sends no body after a 413.
+            if !rules::expects_continue(&session.req_header().headers) {
+                linger::drain_upload(session).await;
+            }
+            return Ok(Some(true));
         }
         Ok(None)
     }
@@ -183,6 +197,10 @@ impl Proxy {
         }
         let body_timeout = ctx.runtime.as_ref().map(|rt| rt.settings.body_timeout);
         session.set_read_timeout(body_timeout);
+        // The body is admitted so far: rproxy itself asks for it, and counts it as it comes.
+        if rules::expects_continue(&session.req_header().headers) {
+            session.write_continue_response().await?;
+        }
         Ok(false)
     }
 
@@ -348,12 +366,15 @@ impl ProxyHttp for Proxy {
             return Err(respond::http_error(502, "no server chosen"));
         };
         ctx.upstream_start = Some(std::time::Instant::now());
-        let mut peer = HttpPeer::new(backend.backend().addr, false, String::new());
-        let s = &pool.peer;
-        peer.options.connection_timeout = Some(s.connect_timeout);
-        peer.options.read_timeout = Some(s.read_timeout);
-        peer.options.write_timeout = Some(s.write_timeout);
-        peer.options.idle_timeout = Some(s.idle_timeout);
+        let mut peer = pool.http_peer(backend.backend());
+        // A gRPC call's deadline bounds the wait (504: DEADLINE_EXCEEDED to the client).
+        if let Some(deadline) = crate::request::grpc::timeout(&session.req_header().headers) {
+            let read = peer
+                .options
+                .read_timeout
+                .map_or(deadline, |t| t.min(deadline));
+            peer.options.read_timeout = Some(read);
+        }
         Ok(Box::new(peer))
     }
 
@@ -407,7 +428,18 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
+        // The version (and whether HEADERS may end the stream) are pingora's to say: HTTP/2 to
+        // an h2 or h2c pool.
+        let (version, end_stream) = (req.version, req.send_end_stream());
         *req = headers::upstream_request(session.req_header(), &self.client(session, ctx), &route)?;
+        req.set_version(version);
+        if let Some(end) = end_stream {
+            req.set_send_end_stream(end);
+        }
+        if version == http::Version::HTTP_2 && rules::wants_trailers(&session.req_header().headers)
+        {
+            req.insert_header("te", "trailers")?;
+        }
         Ok(())
     }
 
@@ -442,6 +474,9 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
         ctx.upstream_status = Some(resp.status.as_u16());
         if let Some(b) = &ctx.backend {
             b.backend().record_success();
@@ -482,16 +517,27 @@ impl ProxyHttp for Proxy {
         let code = Failure::from_pingora(e).status();
         // The connection is not reused after a failure: say so in the answer.
         session.set_keepalive(None);
-        if code > 0 && session.response_written().is_none() {
+        if code > 0 && final_status(session).is_none() {
             if let Err(we) = respond::send(session, code, &[], ctx.request_id_str()).await {
                 tracing::debug!("cannot send the error response: {we}");
             }
+        }
+        if code == 413 {
+            // The body went over `max_body` as it came: the rest is read and dropped.
+            linger::drain_upload(session).await;
         }
         ctx.local_status = Some(code);
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Failures that are the client's (it left, stalled, sent something malformed) and 413s
+    /// are told by the access log at INFO, not by pingora's ERROR line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        let failure = Failure::from_pingora(e);
+        failure.is_clients() || failure.status() == 413
     }
 
     /// Metrics and the access log line.

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 
 use pingora_error::{Error, ErrorSource, ErrorType};
 
+/// The status logged for a request whose client left before its response was complete.
+pub const CLIENT_CLOSED: u16 = 499;
+
 /// Why an exchange with an upstream (or the client's side of it) did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -47,6 +50,26 @@ impl Failure {
             Failure::ClientBad(_) => 400,
             Failure::Status(code, _) => *code,
         }
+    }
+
+    /// The status the access log and metrics record for a request that ended with this
+    /// failure, after `written` (0: nothing) reached the client: a client that left before its
+    /// response was complete is 499, nginx's "client closed request", whatever was sent.
+    pub fn logged_status(&self, written: u16) -> u16 {
+        match self {
+            Failure::ClientGone(_) => CLIENT_CLOSED,
+            _ if written != 0 => written,
+            _ => self.status(),
+        }
+    }
+
+    /// Did the client end the exchange (left, stalled or sent something malformed)? Such
+    /// failures are the client's, not worth a warning about the upstream.
+    pub fn is_clients(&self) -> bool {
+        matches!(
+            self,
+            Failure::ClientGone(_) | Failure::ClientTimeout | Failure::ClientBad(_)
+        )
     }
 
     /// Nothing reached the server: the request may go elsewhere whatever its method.
@@ -94,6 +117,9 @@ impl Failure {
             }
             (_, ErrorSource::Upstream) => Failure::Reset,
             (ReadTimedout, ErrorSource::Downstream) => Failure::ClientTimeout,
+            // pingora's HTTP/2 server tells a stream the client reset, or a connection it
+            // closed, as an H2Error (malformed streams are refused before they get here).
+            (H2Error, ErrorSource::Downstream) => Failure::ClientGone("stream reset or closed"),
             (
                 WriteError | ReadError | ConnectionClosed | WriteTimedout,
                 ErrorSource::Downstream,
@@ -175,6 +201,16 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_left_is_logged_499_whatever_was_sent() {
+        assert_eq!(Failure::ClientGone("x").logged_status(0), 499);
+        assert_eq!(Failure::ClientGone("x").logged_status(200), 499);
+        assert_eq!(Failure::Reset.logged_status(0), 502);
+        assert_eq!(Failure::Truncated.logged_status(200), 200);
+        assert!(Failure::ClientGone("x").is_clients());
+        assert!(!Failure::Timeout.is_clients());
+    }
+
+    #[test]
     fn retry_policy() {
         let mut a = Attempts::new(2);
         let refused = Failure::Connect("refused".into());
@@ -209,6 +245,8 @@ mod tests {
         assert_eq!(status(Error::new_up(ErrorType::ReadTimedout)), 504);
         assert_eq!(status(Error::new_down(ErrorType::ReadTimedout)), 408);
         assert_eq!(status(Error::new_down(ErrorType::ConnectionClosed)), 0);
+        let reset = Failure::from_pingora(&Error::new_down(ErrorType::H2Error));
+        assert_eq!(reset.logged_status(200), 499);
         assert_eq!(status(Error::new_down(ErrorType::InvalidHTTPHeader)), 400);
         assert_eq!(status(Error::new_in(ErrorType::HTTPStatus(413))), 413);
     }

@@ -76,6 +76,29 @@ pub fn is_websocket_upgrade<L: Lines + ?Sized>(lines: &L) -> bool {
     websocket
 }
 
+/// Does the client accept trailers (`TE: trailers`)? TE is hop-by-hop and never forwarded as
+/// it came; an engine speaking HTTP/2 to the upstream sends `te: trailers` again when this
+/// holds (the one TE value HTTP/2 allows, RFC 9113 8.2.2), which gRPC servers require.
+pub fn wants_trailers<L: Lines + ?Sized>(lines: &L) -> bool {
+    let mut wants = false;
+    lines.each(|_, name, value| {
+        wants |= name.eq_ignore_ascii_case("te")
+            && connection_tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+    });
+    wants
+}
+
+/// Does the client wait for `100 Continue` before it sends its body? rproxy answers that
+/// itself once the request is admitted (its declared length within `max_body`), and never
+/// forwards the `Expect` header: the body is counted against the limit as it comes.
+pub fn expects_continue<L: Lines + ?Sized>(lines: &L) -> bool {
+    let mut expects = false;
+    lines.each(|k, _, value| {
+        expects |= k == Kind::Expect && value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+    });
+    expects
+}
+
 /// Does a `Connection` header of `lines` name headers other than `close` and `keep-alive`?
 pub fn connection_names_others<L: Lines + ?Sized>(lines: &L) -> bool {
     let mut named = false;
@@ -150,9 +173,11 @@ pub fn forward_request<L: Lines + ?Sized, S: HeaderSink>(
         }
         match k {
             Kind::Upgrade if f.upgrade => upgrade = Some(value),
+            // `Expect: 100-continue` is rproxy's to answer (`expects_continue`), not the app's.
             Kind::Hop
             | Kind::Connection
             | Kind::Upgrade
+            | Kind::Expect
             | Kind::Forwarded
             | Kind::RequestId
             | Kind::ContentLength
@@ -310,6 +335,15 @@ mod tests {
         let mut out = Vec::new();
         forward_request(lines, f, route, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn expect_is_answered_by_rproxy_and_never_forwarded() {
+        let lines = raw(&[("Host", b"a.test"), ("Expect", b" 100-Continue ")]);
+        assert!(expects_continue(&lines[..]));
+        assert!(!expects_continue(&raw(&[("Expect", b"x-other")])[..]));
+        let out = forwarded(&lines, &forwarding(b"a.test"), &route(&[]));
+        assert!(!out.to_ascii_lowercase().contains("expect"), "{out}");
     }
 
     #[test]

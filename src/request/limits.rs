@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Listener;
 use crate::routing::{InflightGuard, Route};
@@ -43,6 +44,25 @@ pub fn admission(route: &Arc<Route>, ip: Option<IpAddr>) -> Result<InflightGuard
 pub fn head_too_large(len: usize, settings: &Settings) -> bool {
     len as u64 > settings.max_header_size
 }
+
+/// How much of a refused upload rproxy still reads (and drops) after answering 413, so that
+/// the client reads the answer instead of a reset (nginx's lingering close): HTTP/1.1 closes
+/// the connection after it, HTTP/2 resets the stream with NO_ERROR if the client still sends.
+pub struct Linger {
+    /// At most this long in all.
+    pub time: Duration,
+    /// Given up when nothing comes for this long.
+    pub pause: Duration,
+    /// At most this many bytes.
+    pub bytes: u64,
+}
+
+/// The bounds of reading a refused upload to its end.
+pub const LINGER: Linger = Linger {
+    time: Duration::from_secs(10),
+    pause: Duration::from_secs(2),
+    bytes: 64 << 20,
+};
 
 /// Is a body of (at least) `len` bytes over the route's `max_body` (413)?
 pub fn body_too_large(len: u64, route: &Route) -> bool {

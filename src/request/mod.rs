@@ -10,6 +10,7 @@
 pub mod access;
 pub mod failure;
 pub mod framing;
+pub mod grpc;
 pub mod headers;
 pub mod id;
 pub mod limits;

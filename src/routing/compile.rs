@@ -15,6 +15,7 @@ use crate::config::model::{RouteConfig, UpstreamConfig};
 use crate::config::{ConfigError, Loaded, Problem};
 use crate::state::{Runtime, Settings};
 use crate::tls::CertStore;
+use crate::upstream::peer::ClientTls;
 use crate::upstream::{dns, Pool};
 
 /// A compiled configuration, ready to publish.
@@ -39,12 +40,17 @@ pub fn compile_with_certs(
 ) -> Result<Compiled, ConfigError> {
     let mut problems = crate::config::validate(loaded);
     if !problems.is_empty() {
-        return Err(problems.into());
+        return Err(loaded.source.locate(problems).into());
     }
     let c = &loaded.config;
     let mut pools = BTreeMap::new();
     for (name, cfg) in &c.upstreams {
-        pools.insert(name.clone(), build_pool(name, cfg, previous));
+        match build_pool(loaded, name, cfg, previous) {
+            Ok(pool) => {
+                pools.insert(name.clone(), pool);
+            }
+            Err(p) => problems.push(p),
+        }
     }
     let mut routes = RouteTable::default();
     // A route to a pool that failed to build was already reported through that pool.
@@ -64,7 +70,7 @@ pub fn compile_with_certs(
     };
     let acme = build_acme(loaded, &routes, certs.as_ref());
     if !problems.is_empty() {
-        return Err(problems.into());
+        return Err(loaded.source.locate(problems).into());
     }
     let https_port = c
         .listen
@@ -96,17 +102,39 @@ pub fn compile_with_certs(
 
 /// Reuses the running pool when its settings did not change; otherwise builds it, resolving
 /// names now (a name that does not resolve leaves its entry empty and is retried at runtime).
-fn build_pool(name: &str, cfg: &UpstreamConfig, previous: Option<&Runtime>) -> Arc<Pool> {
+fn build_pool(
+    loaded: &Loaded,
+    name: &str,
+    cfg: &UpstreamConfig,
+    previous: Option<&Runtime>,
+) -> Result<Arc<Pool>, Problem> {
     let old = previous.and_then(|rt| rt.pools.get(name));
     if let Some(old) = old.filter(|p| p.source == *cfg) {
-        return old.clone();
+        return Ok(old.clone());
     }
+    let tls = match cfg.tls_options() {
+        Some(opts) if opts.insecure_skip_verify => {
+            tracing::warn!(
+                upstream = name,
+                "tls.insecure_skip_verify: the certificates of this pool's servers are NOT verified"
+            );
+            Some(
+                ClientTls::load(&opts, &loaded.dir)
+                    .map_err(|why| Problem::at(format!("upstreams.{name}.tls"), why))?,
+            )
+        }
+        Some(opts) => Some(
+            ClientTls::load(&opts, &loaded.dir)
+                .map_err(|why| Problem::at(format!("upstreams.{name}.tls"), why))?,
+        ),
+        None => None,
+    };
     let entries: Vec<String> = cfg.servers.iter().map(|s| s.addr.clone()).collect();
-    let pool = Pool::new(name, cfg, &dns::resolve_entries(name, &entries, None));
+    let pool = Pool::new(name, cfg, &dns::resolve_entries(name, &entries, None), tls);
     if let Some(old) = old {
         pool.inherit_health(old);
     }
-    Arc::new(pool)
+    Ok(Arc::new(pool))
 }
 
 fn build_route(

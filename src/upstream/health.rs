@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use super::probe_over_peer::{self, Ask};
 use super::{Backend, Pool};
 use crate::config::model::{HealthConfig, StatusRange};
 use crate::metrics;
@@ -38,7 +39,7 @@ async fn run(pool: Weak<Pool>) {
         };
         let members = strong.members();
         streaks.retain(|addr, _| members.backends.iter().any(|b| b.addr == *addr));
-        for (i, result) in probe_all(&members.backends, &health).await {
+        for (i, result) in probe_all(&strong, &members.backends, &health).await {
             let backend = &members.backends[i];
             let streak = streaks.entry(backend.addr).or_default();
             apply(&strong.name, backend, streak, &health, result);
@@ -50,13 +51,32 @@ async fn run(pool: Weak<Pool>) {
 }
 
 async fn probe_all(
+    pool: &Pool,
     backends: &[Arc<Backend>],
     health: &HealthConfig,
 ) -> Vec<(usize, Result<u16, String>)> {
     let mut set = JoinSet::new();
+    let plain = pool.transport.is_plain_http1() && !health.grpc;
     for (i, b) in backends.iter().enumerate() {
         let (addr, path, timeout) = (b.addr, health.path.clone(), health.timeout.0);
-        set.spawn(async move { (i, probe(addr, &path, timeout).await) });
+        if plain {
+            set.spawn(async move { (i, probe(addr, &path, timeout).await) });
+            continue;
+        }
+        // TLS or HTTP/2: the way requests go, through the pool's own peer.
+        let (peer, host, grpc) = (pool.http_peer(b), b.name.clone(), health.grpc);
+        set.spawn(async move {
+            let ask = if grpc {
+                Ask::GrpcHealth
+            } else {
+                Ask::Get(&path)
+            };
+            let attempt = probe_over_peer::probe(&peer, &host, ask);
+            let result = tokio::time::timeout(timeout, attempt)
+                .await
+                .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")));
+            (i, result)
+        });
     }
     let mut out = Vec::with_capacity(backends.len());
     while let Some(joined) = set.join_next().await {
@@ -74,6 +94,7 @@ fn apply(
     health: &HealthConfig,
     result: Result<u16, String>,
 ) {
+    tracing::debug!(upstream = %pool, server = %backend.label, ?result, "probe");
     let passed = matches!(result, Ok(code) if passes(health.expect, code));
     if passed {
         streak.passes += 1;

@@ -3,6 +3,8 @@
 
 pub mod dns;
 pub mod health;
+pub mod peer;
+mod probe_over_peer;
 pub mod select;
 
 use std::net::SocketAddr;
@@ -21,6 +23,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// As written in the config (metrics label).
     pub label: String,
+    /// The server's name (or address) without the port: what TLS sends and verifies.
+    pub name: String,
     pub weight: u32,
     healthy: AtomicBool,
     active: AtomicUsize,
@@ -28,10 +32,20 @@ pub struct Backend {
     failures: std::sync::atomic::AtomicU32,
 }
 
+/// `app.internal` of `app.internal:8443/10.0.0.7`, `::1` of `[::1]:8443`.
+fn server_name(label: &str) -> String {
+    let entry = label.split('/').next().unwrap_or(label);
+    let host = entry.rsplit_once(':').map_or(entry, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
 impl Backend {
     pub fn new(addr: SocketAddr, label: String, weight: u32, healthy: bool) -> Backend {
         Backend {
             addr,
+            name: server_name(&label),
             label,
             weight,
             healthy: AtomicBool::new(healthy),
@@ -119,6 +133,8 @@ pub struct Members {
 pub struct Pool {
     pub name: String,
     pub peer: PeerSettings,
+    /// The protocol and TLS of connections to the servers.
+    pub transport: peer::Transport,
     pub health: Option<HealthConfig>,
     members: ArcSwap<Members>,
     /// The config this pool was built from, to reuse it across reloads when unchanged.
@@ -136,8 +152,14 @@ pub struct SelectKey<'a> {
 }
 
 impl Pool {
-    /// Builds a pool; `resolved[i]` holds the addresses of `source.servers[i]`.
-    pub fn new(name: &str, source: &UpstreamConfig, resolved: &[Vec<SocketAddr>]) -> Pool {
+    /// Builds a pool; `resolved[i]` holds the addresses of `source.servers[i]`; `tls` is its
+    /// TLS, read already (`peer::ClientTls::load`).
+    pub fn new(
+        name: &str,
+        source: &UpstreamConfig,
+        resolved: &[Vec<SocketAddr>],
+        tls: Option<peer::ClientTls>,
+    ) -> Pool {
         let gated = source.health.is_some();
         let peer = PeerSettings {
             connect_timeout: source.connect_timeout.0,
@@ -147,9 +169,11 @@ impl Pool {
             retries: source.retries,
             keepalive: source.keepalive as usize,
         };
+        let transport = peer::Transport::new(source.protocol, tls, source.max_streams as usize);
         let pool = Pool {
             name: name.to_string(),
             peer,
+            transport,
             health: source.health.clone(),
             members: ArcSwap::from_pointee(Members {
                 backends: Vec::new(),
@@ -162,6 +186,11 @@ impl Pool {
         };
         pool.set_addresses(resolved);
         pool
+    }
+
+    /// The pingora peer of `server` (the proxy's and the probes').
+    pub fn http_peer(&self, server: &Backend) -> pingora_core::upstreams::peer::HttpPeer {
+        self.transport.http_peer(server, &self.peer)
     }
 
     /// The servers now.

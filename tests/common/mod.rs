@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 mod client;
 mod proxy;
+pub mod python_apps;
 mod upstream;
 pub mod wire;
 

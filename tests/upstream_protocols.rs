@@ -205,9 +205,11 @@ async fn one_multiplexed_connection_carries_100_concurrent_streams() {
         .await
         .into_iter()
         .collect();
-    // One connection per worker thread of rproxy (two in tests) at most, and a spare for a race.
+    // Requests take turns at opening streams (`upstream::peer::StreamTurn`), so the burst finds
+    // the one connection. Without the turns, a loaded machine saw 11 to 24 connections here.
+    // A second is allowed: a request that waits past the turn's bound opens its own.
     assert!(
-        ports.len() <= 3,
+        ports.len() <= 2,
         "100 concurrent requests took {} upstream connections",
         ports.len()
     );

@@ -37,6 +37,9 @@ pub struct Ctx {
     /// When the current upstream attempt started, and how long its response head took.
     pub upstream_start: Option<Instant>,
     pub upstream_header: Option<std::time::Duration>,
+    /// This request's turn at opening a stream on an HTTP/2 upstream connection, held from
+    /// `upstream_peer` until the stream is open or the connect failed.
+    pub stream_turn: Option<crate::upstream::peer::HeldTurn>,
 }
 
 impl Default for Ctx {
@@ -55,6 +58,7 @@ impl Default for Ctx {
             request_id: http::HeaderValue::from_static(""),
             upstream_start: None,
             upstream_header: None,
+            stream_turn: None,
         }
     }
 }

@@ -375,7 +375,25 @@ impl ProxyHttp for Proxy {
                 .map_or(deadline, |t| t.min(deadline));
             peer.options.read_timeout = Some(read);
         }
+        if pool.transport.multiplexes() {
+            ctx.stream_turn = backend.backend().stream_turn.take().await;
+        }
         Ok(Box::new(peer))
+    }
+
+    /// The upstream stream is open: the next request may take its turn.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.stream_turn = None;
+        Ok(())
     }
 
     /// A connect failed: it counts against the server, and the request goes to another one
@@ -387,6 +405,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.stream_turn = None;
         tracing::warn!(upstream = %ctx.pool_name(), server = %peer, "connect failed: {e}");
         let retry = self.after_failure(ctx, &Failure::from_pingora(&e), false, false);
         e.set_retry(retry);

@@ -30,6 +30,8 @@ pub struct Backend {
     active: AtomicUsize,
     /// Consecutive failed requests (connect errors, resets) since the last good response.
     failures: std::sync::atomic::AtomicU32,
+    /// Whose turn it is to open a stream on this server's HTTP/2 connections.
+    pub stream_turn: peer::StreamTurn,
 }
 
 /// `app.internal` of `app.internal:8443/10.0.0.7`, `::1` of `[::1]:8443`.
@@ -51,6 +53,7 @@ impl Backend {
             healthy: AtomicBool::new(healthy),
             active: AtomicUsize::new(0),
             failures: std::sync::atomic::AtomicU32::new(0),
+            stream_turn: peer::StreamTurn::default(),
         }
     }
 

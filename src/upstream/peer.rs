@@ -21,6 +21,39 @@ use crate::config::model::{UpstreamProtocol, UpstreamTlsOptions};
 /// How often an idle HTTP/2 upstream connection is pinged, so a dead one is noticed.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long a request waits for another request's new HTTP/2 connection to a server before it
+/// opens its own (a server that does not answer must not hold a queue behind one connect).
+const STREAM_TURN_WAIT: Duration = Duration::from_millis(250);
+
+/// Takes streams of one server's HTTP/2 connections one request at a time. Pingora's
+/// connector takes a connection out of its pool while it opens a stream on it, so requests
+/// arriving together each find the pool empty and each open a connection of their own (eleven
+/// for a burst of a hundred). Holding the turn from choosing the server until the stream is
+/// open (`connected_to_upstream`) lets the next request find that connection, or the one the
+/// turn's holder has just made. Waiting is bounded by `STREAM_TURN_WAIT`.
+#[derive(Debug)]
+pub struct StreamTurn(Arc<tokio::sync::Semaphore>);
+
+/// The turn held by one request; dropping it passes the turn on.
+pub type HeldTurn = tokio::sync::OwnedSemaphorePermit;
+
+impl Default for StreamTurn {
+    fn default() -> Self {
+        StreamTurn(Arc::new(tokio::sync::Semaphore::new(1)))
+    }
+}
+
+impl StreamTurn {
+    /// Waits for the turn; `None` when it did not come in time (the request goes on without).
+    pub async fn take(&self) -> Option<HeldTurn> {
+        let turn = self.0.clone().acquire_owned();
+        match tokio::time::timeout(STREAM_TURN_WAIT, turn).await {
+            Ok(Ok(held)) => Some(held),
+            _ => None,
+        }
+    }
+}
+
 /// TLS to a pool's servers, read from its `tls:` options.
 pub struct ClientTls {
     /// The name sent and verified; `None`: each server's own name.
@@ -128,6 +161,11 @@ impl Transport {
             max_streams,
             group: NEXT.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Whether requests share connections (HTTP/2), and so take turns at opening streams.
+    pub fn multiplexes(&self) -> bool {
+        self.protocol != UpstreamProtocol::Http1
     }
 
     /// Plain HTTP/1.1: what rproxy's own request path speaks.

@@ -1,8 +1,9 @@
 //! Upstreams spoken to over HTTP/2 and TLS: a FastAPI app under Hypercorn over h2c and over
 //! TLS with ALPN h2 (`protocol: h2c | h2 | auto`, `tls`), the upstream's certificate verified
 //! against a `ca:` file (a wrong name, or no CA, refused with 502), a client certificate
-//! presented to a server that requires one, health probes over the pool's own protocol, and
-//! one multiplexed connection carrying 100 concurrent streams.
+//! presented to a server that requires one, health probes over the pool's own protocol, one
+//! multiplexed connection carrying 100 concurrent streams, and stalled downloads that leave
+//! the other streams of their connection flowing (flow-control windows).
 
 mod common;
 
@@ -213,4 +214,66 @@ async fn one_multiplexed_connection_carries_100_concurrent_streams() {
         "100 concurrent requests took {} upstream connections",
         ports.len()
     );
+}
+
+/// Starts a download of `bytes` through `proxy` and reads its first chunk only.
+async fn stalled_download(
+    proxy: &Proxy,
+    bytes: usize,
+) -> (
+    usize,
+    impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>,
+) {
+    use futures_util::StreamExt;
+    const CHUNK: usize = 65536;
+    let url = proxy.url(&format!("/hc/stream?n={}&size={CHUNK}", bytes / CHUNK));
+    let download = client().get(url).send().await.expect("download starts");
+    assert_eq!(download.status().as_u16(), 200);
+    let mut body = download.bytes_stream();
+    let first = body.next().await.expect("a first chunk").expect("chunk");
+    (first.len(), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_downloads_do_not_stall_their_connections_other_streams() {
+    use futures_util::StreamExt;
+    const BYTES: usize = 128 << 20;
+    let app = hypercorn(&[]).await;
+    let pools = format!(
+        "  hc:\n    servers: [127.0.0.1:{}]\n    protocol: h2c\n",
+        app.port
+    );
+    let proxy = proxy(&[], &pools, &["hc"]).await;
+    let (status, first) = get(&proxy, "/hc/version").await;
+    assert_eq!(status, 200, "{}", proxy.stderr());
+
+    // Two 128 MiB downloads whose clients read one chunk, then nothing: rproxy stops reading
+    // them once their clients' sockets are full, and the app stops sending when a window is
+    // spent (each stream's, or the connection's: pingora's default of 8 MiB for both let two
+    // stalled streams spend the connection's, and every other stream on it waited).
+    let (mut got_a, mut a) = stalled_download(&proxy, BYTES).await;
+    let (mut got_b, mut b) = stalled_download(&proxy, BYTES).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    // Another request on the same upstream connection still gets its whole answer.
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        get(&proxy, "/hc/version"),
+    )
+    .await
+    .expect("a request beside stalled downloads answered within 5 s");
+    assert_eq!(other.0, 200);
+    assert_eq!(
+        other.1["client_port"], first["client_port"],
+        "the request did not share the downloads' upstream connection, so proves nothing"
+    );
+
+    // The stalled downloads resume and arrive whole.
+    while let Some(chunk) = a.next().await {
+        got_a += chunk.expect("the rest of the first download").len();
+    }
+    while let Some(chunk) = b.next().await {
+        got_b += chunk.expect("the rest of the second download").len();
+    }
+    assert_eq!((got_a, got_b), (BYTES, BYTES));
 }

@@ -2,7 +2,9 @@
 //! streaming and bidirectional calls with their trailers, from a grpcio client over h2c and
 //! over TLS (ALPN h2); the calls rproxy fails answered with gRPC statuses (UNAVAILABLE with the
 //! server stopped, DEADLINE_EXCEEDED past the pool's read timeout, UNIMPLEMENTED without a
-//! route); and `grpc.health.v1` probes gating traffic (`health: { grpc: true }`).
+//! route); `grpc.health.v1` probes gating traffic (`health: { grpc: true }`); and a load run
+//! through a service that closes each connection after 300 ms with gRPC's graceful GOAWAY
+//! (`max_connection_age`), with no call failed.
 
 mod common;
 
@@ -188,4 +190,28 @@ async fn grpc_health_probes_gate_traffic() {
         )
         .await;
     assert_eq!(to_serving, Some(6.0), "every call to the SERVING server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaways_in_the_middle_of_a_load_run_fail_no_call() {
+    // The service closes every connection after 300 ms with gRPC's graceful GOAWAY.
+    let svc = service(&["--max-age", "300"]).await;
+    let cert = TestCert::new(&["grpc.test"]);
+    let proxy = proxy(&cert, &format!("127.0.0.1:{}", svc.port), "").await;
+    let h2c = proxy.http_addr().to_string();
+    let started = std::time::Instant::now();
+    let got = call(&[&h2c, "--load", "2000"]).await;
+    let took = started.elapsed();
+    assert_eq!(
+        got["codes"],
+        serde_json::json!({ "OK": 2000 }),
+        "{}",
+        proxy.stderr()
+    );
+    // Connections that lived 300 ms each carried the run: the GOAWAYs came in its middle.
+    let connections = got["connections"].as_u64().expect("connections");
+    assert!(
+        connections >= 3,
+        "{connections} upstream connections in {took:?}: too few to have met GOAWAYs"
+    );
 }

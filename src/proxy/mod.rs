@@ -428,10 +428,11 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
             return e;
         }
-        let replayable = crate::request::is_idempotent(session.req_header().method.as_str())
+        let failure = Failure::from_pingora(&e);
+        let idempotent = crate::request::is_idempotent(session.req_header().method.as_str());
+        let replayable = (idempotent || failure.unprocessed())
             && !session.as_ref().retry_buffer_truncated()
             && ctx.upstream_status.is_none();
-        let failure = Failure::from_pingora(&e);
         let retry = self.after_failure(ctx, &failure, replayable, client_reused);
         e.set_retry(retry);
         e

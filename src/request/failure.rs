@@ -18,6 +18,10 @@ pub enum Failure {
     ConnectTimeout,
     #[error("upstream closed or reset before responding")]
     Reset,
+    /// The server said it did not process the request: an HTTP/2 stream past its GOAWAY, or
+    /// reset with REFUSED_STREAM (RFC 9113, 8.7). It may go again whatever its method.
+    #[error("upstream refused the stream unprocessed (HTTP/2 GOAWAY or REFUSED_STREAM)")]
+    Refused,
     #[error("upstream read timed out")]
     Timeout,
     #[error("upstream write timed out")]
@@ -41,9 +45,11 @@ impl Failure {
     /// The status the client gets when nothing has been sent to it yet; 0 = none (it is gone).
     pub fn status(&self) -> u16 {
         match self {
-            Failure::Connect(_) | Failure::Reset | Failure::BadResponse(_) | Failure::Truncated => {
-                502
-            }
+            Failure::Connect(_)
+            | Failure::Reset
+            | Failure::Refused
+            | Failure::BadResponse(_)
+            | Failure::Truncated => 502,
             Failure::ConnectTimeout | Failure::Timeout | Failure::WriteTimeout => 504,
             Failure::ClientTimeout => 408,
             Failure::ClientGone(_) => 0,
@@ -77,11 +83,17 @@ impl Failure {
         matches!(self, Failure::Connect(_) | Failure::ConnectTimeout)
     }
 
-    /// May the request go again? Before anything was sent, always; after a reset with no
-    /// response byte, when it can be replayed (idempotent, body held whole). A slow server is
-    /// never sent the same request again, nor is a bad answer asked for twice.
+    /// Did the server say it never processed the request? Then any method may be replayed.
+    pub fn unprocessed(&self) -> bool {
+        matches!(self, Failure::Refused)
+    }
+
+    /// May the request go again? Before anything was sent, always; after a reset or a refusal
+    /// with no response byte, when it can be replayed (idempotent or `unprocessed`, body held
+    /// whole). A slow server is never sent the same request again, nor is a bad answer asked
+    /// for twice.
     pub fn retryable(&self, replayable: bool) -> bool {
-        self.before_sending() || (replayable && matches!(self, Failure::Reset))
+        self.before_sending() || (replayable && matches!(self, Failure::Reset | Failure::Refused))
     }
 
     /// Does this count toward the server's passive ejection? Failures of the server itself
@@ -101,6 +113,9 @@ impl Failure {
     /// The same failure, told by pingora's proxy.
     pub fn from_pingora(e: &Error) -> Failure {
         use ErrorType::*;
+        if e.esource() == &ErrorSource::Upstream && refused_by_h2(e) {
+            return Failure::Refused;
+        }
         let why = || e.to_string();
         match (e.etype(), e.esource()) {
             (HTTPStatus(code), _) => Failure::Status(*code, why()),
@@ -127,6 +142,20 @@ impl Failure {
             (_, ErrorSource::Downstream) => Failure::ClientBad(why()),
             _ => Failure::Status(500, why()),
         }
+    }
+}
+
+/// An HTTP/2 stream the upstream refused before processing it: reset with REFUSED_STREAM,
+/// or past the last stream a GOAWAY(NO_ERROR) kept (a GOAWAY with an error code fails the
+/// streams it kept too, so those may have been processed).
+fn refused_by_h2(e: &Error) -> bool {
+    let Some(h2) = e.root_cause().downcast_ref::<h2::Error>() else {
+        return false;
+    };
+    match h2.reason() {
+        Some(h2::Reason::REFUSED_STREAM) => true,
+        Some(h2::Reason::NO_ERROR) => h2.is_go_away() && h2.is_remote(),
+        _ => false,
     }
 }
 
@@ -227,6 +256,25 @@ mod tests {
         assert_eq!(a.after(&Failure::Timeout, addr(1), true, false), Next::Stop);
         let bad = Failure::BadResponse("x".into());
         assert_eq!(a.after(&bad, addr(1), true, false), Next::Stop);
+    }
+
+    #[test]
+    fn refused_streams_go_again_when_their_body_is_whole() {
+        let mut a = Attempts::new(1);
+        assert!(Failure::Refused.unprocessed());
+        assert_eq!(a.after(&Failure::Refused, addr(1), false, true), Next::Stop);
+        assert_eq!(a.after(&Failure::Refused, addr(1), true, true), Next::Again);
+        assert!(!Failure::Refused.counts_against_server(false));
+        let refused = || {
+            let reset = h2::Error::from(h2::Reason::REFUSED_STREAM);
+            Error::because(ErrorType::H2Error, "while reading h2 header", reset)
+        };
+        let mut up = refused();
+        up.as_up();
+        assert!(matches!(Failure::from_pingora(&up), Failure::Refused));
+        let mut down = refused();
+        down.as_down();
+        assert!(!matches!(Failure::from_pingora(&down), Failure::Refused));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 """A Python grpcio service behind rproxy for tests/grpc.rs: `test.Echo` with the four kinds of
 call on raw bytes (no generated code), a slow call for deadlines, and the standard
-`grpc.health.v1.Health` service.
+`grpc.health.v1.Health` service. `Peer` answers with the address the call came from.
 
-    python3 grpc_echo.py PORT [CERT KEY] [--not-serving]
-TLS (ALPN h2) when a certificate is given; `--not-serving`: the health service says NOT_SERVING.
+    python3 grpc_echo.py PORT [CERT KEY] [--not-serving] [--max-age MS]
+TLS (ALPN h2) when a certificate is given; `--not-serving`: the health service says NOT_SERVING;
+`--max-age`: every connection is closed after MS milliseconds with gRPC's graceful GOAWAY
+(`grpc.max_connection_age_ms`, what Kubernetes deployments use to rebalance).
 """
 import sys
 import time
@@ -32,6 +34,10 @@ def bidi(requests, context):
         yield b"echo:" + r
 
 
+def peer(request, context):
+    return context.peer().encode()
+
+
 def slow(request, context):
     time.sleep(float(request or b"5"))
     return b"late"
@@ -40,14 +46,21 @@ def slow(request, context):
 def main():
     not_serving = "--not-serving" in sys.argv
     args = [a for a in sys.argv[1:] if a != "--not-serving"]
+    options = []
+    if "--max-age" in args:
+        i = args.index("--max-age")
+        options.append(("grpc.max_connection_age_ms", int(args[i + 1])))
+        options.append(("grpc.max_connection_age_grace_ms", 30000))
+        del args[i : i + 2]
     port = args[0]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options)
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Peer": grpc.unary_unary_rpc_method_handler(peer),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     checker = health.HealthServicer()

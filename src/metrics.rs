@@ -17,6 +17,7 @@ struct Metrics {
     duration: HistogramVec,
     upstream_healthy: IntGaugeVec,
     upstream_requests: IntCounterVec,
+    grpc_responses: IntCounterVec,
     active_connections: IntGaugeVec,
     websockets: IntGaugeVec,
     reloads: IntCounterVec,
@@ -102,6 +103,12 @@ impl Metrics {
                 "rproxy_upstream_requests_total",
                 "Requests sent to a server",
                 &["upstream", "server", "code"],
+            ),
+            grpc_responses: counter(
+                &r,
+                "rproxy_grpc_responses_total",
+                "gRPC calls ended, by grpc-status (0 OK, 4 DEADLINE_EXCEEDED, 14 UNAVAILABLE...)",
+                &["route", "upstream", "grpc_status"],
             ),
             active_connections: gauge(
                 &r,
@@ -210,6 +217,15 @@ pub fn observe_upstream(upstream: &str, server: &str, code: u16) {
             .with_label_values(&[upstream, server, code_str(code, &mut buf)])
     });
     counter.inc();
+}
+
+/// Records one gRPC call's status (its HTTP status is 200 whether it failed or not).
+pub fn observe_grpc(route: &str, upstream: &str, code: u16) {
+    let code = code.to_string();
+    METRICS
+        .grpc_responses
+        .with_label_values(&[route, upstream, code.as_str()])
+        .inc();
 }
 
 pub fn set_upstream_healthy(upstream: &str, server: &str, healthy: bool) {

@@ -2,7 +2,7 @@
 //! streaming and bidirectional calls with their trailers, from a grpcio client over h2c and
 //! over TLS (ALPN h2); the calls rproxy fails answered with gRPC statuses (UNAVAILABLE with the
 //! server stopped, DEADLINE_EXCEEDED past the pool's read timeout, UNIMPLEMENTED without a
-//! route); `grpc.health.v1` probes gating traffic (`health: { grpc: true }`); and a load run
+//! route), and every call counted by its status in `rproxy_grpc_responses_total`; `grpc.health.v1` probes gating traffic (`health: { grpc: true }`); and a load run
 //! through a service that closes each connection after 300 ms with gRPC's graceful GOAWAY
 //! (`max_connection_age`), with no call failed.
 
@@ -129,6 +129,27 @@ async fn calls_rproxy_fails_get_grpc_statuses() {
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(got["/gone.Echo/Unary"][0], "UNAVAILABLE", "{got}");
     assert_eq!(got["/nope.Echo/Unary"][0], "UNIMPLEMENTED", "{got}");
+
+    // Every call is counted by its gRPC status, the upstream's or rproxy's own, though all
+    // were HTTP 200.
+    let expected = [
+        ("slowpool", "0", 4.0),
+        ("slowpool", "4", 1.0),
+        ("gone", "14", 1.0),
+        ("", "12", 1.0),
+    ];
+    let counted = || async {
+        let m = proxy.metrics_parsed().await;
+        expected.iter().all(|(upstream, code, n)| {
+            let labels = [("upstream", *upstream), ("grpc_status", *code)];
+            m.value("rproxy_grpc_responses_total", &labels) == Some(*n)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), counted).await,
+        "rproxy_grpc_responses_total is not {expected:?}:\n{}",
+        proxy.metrics().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,6 +172,16 @@ pub enum UpstreamProtocol {
 }
 
 impl UpstreamProtocol {
+    /// As written in the config (the access log's `upstream_protocol`).
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+
     /// Does this protocol run over TLS whatever `tls` says?
     pub fn needs_tls(self) -> bool {
         matches!(self, UpstreamProtocol::H2 | UpstreamProtocol::Auto)

@@ -167,6 +167,7 @@ pub(super) async fn run<D: Downstream>(
         status: rec.status,
         route: &route.name,
         upstream: &pool.name,
+        upstream_protocol: pool.transport.protocol.name(),
         server: rec.server.as_ref().map(|b| b.label.as_str()),
         upstream_status: rec.upstream_status,
         bytes_in: rec.bytes_in,
@@ -174,6 +175,7 @@ pub(super) async fn run<D: Downstream>(
         upstream_time: rec.upstream_time,
         elapsed: rec.start.elapsed(),
         request_id: std::str::from_utf8(id).unwrap_or(""),
+        grpc_status: None,
         error,
     });
     next

@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 
 use crate::request::access::{self, Entry};
 use crate::request::failure::Attempts;
+use crate::request::grpc;
 use crate::request::headers::request_host;
 use crate::request::Failure;
 use crate::routing::{InflightGuard, Route};
@@ -40,6 +41,8 @@ pub struct Ctx {
     /// This request's turn at opening a stream on an HTTP/2 upstream connection, held from
     /// `upstream_peer` until the stream is open or the connect failed.
     pub stream_turn: Option<crate::upstream::peer::HeldTurn>,
+    /// The upstream's `grpc-status` (in the response head or its trailers).
+    pub grpc_status: Option<u16>,
 }
 
 impl Default for Ctx {
@@ -59,6 +62,7 @@ impl Default for Ctx {
             upstream_start: None,
             upstream_header: None,
             stream_turn: None,
+            grpc_status: None,
         }
     }
 }
@@ -93,6 +97,10 @@ impl Ctx {
             status,
             route: self.route_name(),
             upstream: self.pool_name(),
+            upstream_protocol: self
+                .pool
+                .as_ref()
+                .map_or("", |p| p.transport.protocol.name()),
             server: self.backend.as_ref().map(|b| b.backend().label.as_str()),
             upstream_status: self.upstream_status,
             bytes_in: session.body_bytes_read(),
@@ -100,7 +108,20 @@ impl Ctx {
             upstream_time: self.upstream_header,
             elapsed: self.start.elapsed(),
             request_id: self.request_id_str(),
+            grpc_status: self
+                .grpc_status
+                .or_else(|| self.local_status.and_then(|s| local_grpc_status(req, s))),
             error,
         });
+    }
+}
+
+/// The gRPC status of a call rproxy answered itself with HTTP `status` (`crate::proxy::respond`
+/// turns such answers into gRPC's); `None` for other requests.
+fn local_grpc_status(req: &pingora_http::RequestHeader, status: u16) -> Option<u16> {
+    if status >= 400 && grpc::is_grpc(&req.headers) {
+        grpc::local_code(status)
+    } else {
+        None
     }
 }

@@ -498,6 +498,7 @@ impl ProxyHttp for Proxy {
             return Ok(());
         }
         ctx.upstream_status = Some(resp.status.as_u16());
+        ctx.grpc_status = crate::request::grpc::code_in(&resp.headers);
         if let Some(b) = &ctx.backend {
             b.backend().record_success();
         }
@@ -512,6 +513,19 @@ impl ProxyHttp for Proxy {
             date: date.as_bytes(),
         };
         *resp = headers::client_response(resp, &added)?;
+        Ok(())
+    }
+
+    /// A gRPC call's status comes in the response's trailers.
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(code) = crate::request::grpc::code_in(trailers) {
+            ctx.grpc_status = Some(code);
+        }
         Ok(())
     }
 

@@ -17,6 +17,8 @@ pub struct Entry<'a> {
     pub status: u16,
     pub route: &'a str,
     pub upstream: &'a str,
+    /// The pool's `protocol` (`http1`, `h2c`, `h2`, `auto`); empty without a pool.
+    pub upstream_protocol: &'a str,
     pub server: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub bytes_in: usize,
@@ -25,6 +27,8 @@ pub struct Entry<'a> {
     pub upstream_time: Option<Duration>,
     pub elapsed: Duration,
     pub request_id: &'a str,
+    /// A gRPC call's status: the upstream's `grpc-status`, or the one rproxy failed it with.
+    pub grpc_status: Option<u16>,
     pub error: Option<&'a dyn std::fmt::Display>,
 }
 
@@ -33,6 +37,9 @@ pub fn log(e: &Entry) {
     metrics::observe_request(e.route, e.upstream, e.status, e.elapsed.as_secs_f64());
     if let (Some(server), Some(status)) = (e.server, e.upstream_status) {
         metrics::observe_upstream(e.upstream, server, status);
+    }
+    if let Some(code) = e.grpc_status {
+        metrics::observe_grpc(e.route, e.upstream, code);
     }
     if !tracing::enabled!(target: "rproxy::access", tracing::Level::INFO) {
         return;
@@ -47,12 +54,14 @@ pub fn log(e: &Entry) {
         status = e.status,
         route = e.route,
         upstream = e.upstream,
+        upstream_protocol = e.upstream_protocol,
         server = e.server.unwrap_or(""),
         bytes_in = e.bytes_in,
         bytes_out = e.bytes_out,
         upstream_ms = e.upstream_time.map(|d| d.as_secs_f64() * 1e3),
         ms = e.elapsed.as_secs_f64() * 1e3,
         request_id = e.request_id,
+        grpc_status = e.grpc_status,
         error = error.as_deref(),
         "access"
     );

@@ -33,6 +33,17 @@ pub fn grpc_status(status: u16) -> (&'static str, &'static str) {
     }
 }
 
+/// The gRPC status a call rproxy failed with HTTP `status` got (`grpc_status`'s code).
+pub fn local_code(status: u16) -> Option<u16> {
+    grpc_status(status).0.parse().ok()
+}
+
+/// A `grpc-status` header or trailer's code; `None` when absent or not a number.
+pub fn code_in(headers: &http::HeaderMap) -> Option<u16> {
+    let value = headers.get("grpc-status")?;
+    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
+}
+
 /// Writes the head of a gRPC answer to a call rproxy fails with HTTP `status`: 200 with the
 /// gRPC status in it and no body ("trailers-only"), then Date and X-Request-Id.
 pub fn head_lines<S: HeaderSink>(status: u16, added: &Added, out: &mut S) {

@@ -157,7 +157,10 @@ async fn text_access_line_per_request() {
     assert_eq!(l["status"], "200");
     assert_eq!(l["route"], "*/app");
     assert_eq!(l["upstream"], "app", "upstream names the pool: {l:?}");
-    assert_eq!(l["upstream_protocol"], "http1", "the pool's protocol: {l:?}");
+    assert_eq!(
+        l["upstream_protocol"], "http1",
+        "the pool's protocol: {l:?}"
+    );
     assert_eq!(
         l["server"],
         up.host_port(),

@@ -87,9 +87,16 @@ fn request(ask: Ask<'_>, host: &str, tls: bool, h2: bool) -> Result<RequestHeade
     };
     if h2 {
         head.set_version(http::Version::HTTP_2);
+        // `build` keeps only the path: the authority goes in whole, or pingora would make it
+        // of a `host` header and send both.
+        let uri = http::Uri::try_from(uri.as_str()).map_err(|e| format!("probe request: {e}"))?;
+        head.set_uri(uri);
     }
-    // pingora's HTTP/2 client makes `:authority` of it.
-    set(&mut head, "host", host)?;
+    // Over HTTP/2 the URI's authority is `:authority`; a `host` beside it is a duplicate that
+    // nginx refuses with 400 ("client sent duplicate host header").
+    if !h2 {
+        set(&mut head, "host", host)?;
+    }
     set(&mut head, "user-agent", "rproxy-health-check")?;
     if ask == Ask::GrpcHealth {
         set(&mut head, "content-type", "application/grpc")?;
@@ -118,5 +125,25 @@ async fn grpc_verdict(session: &mut HttpSession, status: u16) -> Result<u16, Str
         Ok(200)
     } else {
         Err(format!("gRPC health: not SERVING ({body:02x?})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_goes_once_as_host_or_authority() {
+        let h1 = request(Ask::Get("/health"), "app:8000", false, false).expect("h1 probe");
+        assert_eq!(
+            h1.headers.get("host").map(|v| v.as_bytes()),
+            Some(&b"app:8000"[..])
+        );
+        assert_eq!(h1.uri.authority(), None);
+        let h2 = request(Ask::Get("/health"), "app:8000", true, true).expect("h2 probe");
+        assert_eq!(h2.headers.get("host"), None, "host beside :authority");
+        assert_eq!(h2.uri.authority().map(|a| a.as_str()), Some("app:8000"));
+        assert_eq!(h2.uri.scheme_str(), Some("https"));
+        assert_eq!(h2.uri.path(), "/health");
     }
 }

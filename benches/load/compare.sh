@@ -73,7 +73,10 @@
 #             established connections to the h2c listener are counted with ss (logged, and in
 #             the raw output). In the default list: h2c-10x10 only (~75 s more at DURATION=10);
 #             the sweep is SCENARIOS="h2c-1x10 h2c-10x10 h2c-100x10 h2-10x10" (with the h2
-#             point at the same load, for the cost of the h2c hop)
+#             point at the same load, for the cost of the h2c hop). The upstream ends an h2c
+#             connection with GOAWAY after 1,000,000 streams (keepalive_requests): a proxy that
+#             keeps one connection across runs reaches that mid-run, and any stream it then
+#             fails is counted against it (BENCHMARKS.md, "HTTP/2 to an h2c upstream")
 #   tls-new   new TLS connections: h2load -n $HANDSHAKES -c $HANDSHAKES -m1, i.e. that many
 #             clients, all started at once, each doing one full TLS 1.3 handshake (h2load never
 #             resumes a session across clients) and one h2 request; req/s = handshakes/s

@@ -7,7 +7,11 @@
 # a request id of 32 hex digits generated, sent up and returned), no access log, and no setting
 # below the load (connection limits, idle upstream connections). Five servers on free ports:
 #   upstream  nginx, 1 worker: a small JSON body at /, 200 at /health, keep-alive (1,000,000
-#             requests, 75 s), worker_connections 16384, backlog=4096, no access log
+#             requests, 75 s), worker_connections 16384, backlog=4096, no access log; two
+#             listeners: HTTP/1.1, and h2c (`listen ... http2` without ssl: cleartext HTTP/2 with
+#             prior knowledge, nothing else; nginx's default http2_max_concurrent_streams 128)
+#             with the same body, /health and header echo. Every proxy reaches the h2c one for
+#             paths under /h2c/ and the HTTP/1.1 one for everything else
 #   nginx     nginx 1.22 as a reverse proxy, 1 worker: worker_connections 16384,
 #             worker_rlimit_nofile (the script's file limit), upstream { keepalive 1024;
 #             keepalive_requests 1000000; } (idle upstream connections must not be fewer than the
@@ -15,7 +19,13 @@
 #             1.1 + Connection "", a plain listener and a `ssl http2` one (TLS 1.2 + 1.3,
 #             ssl_session_cache shared:SSL:10m, http2_max_concurrent_streams 128), backlog=4096.
 #             multi_accept stays off (nginx's default): on was no better here (h1-1000 and
-#             tls-new, 2 x 2 rounds each: the same CPU per request, req/s not higher)
+#             tls-new, 2 x 2 rounds each: the same CPU per request, req/s not higher).
+#             /h2c/: `location /h2c/ { grpc_pass grpc://app_h2c; }` (nginx's only way to speak
+#             HTTP/2 upstream; it proxies a plain GET and its body), upstream app_h2c { keepalive
+#             1024; keepalive_requests 1000000; }, the same five headers set with grpc_set_header
+#             (Host $http_host too). nginx's grpc proxy does not multiplex: one request per
+#             upstream connection at a time, so it holds as many h2c connections as requests in
+#             flight (up to 1,000 at h2c-100x10, all kept idle by keepalive 1024)
 #   haproxy   HAProxy 2.6 in the foreground as one process (no -W/-D: the process measured is the
 #             one doing the work): nbthread 1, maxconn 20000 global and per frontend (lowered to
 #             fit the file limit: HAProxy refuses to start when 2 x maxconn fds are not allowed),
@@ -25,23 +35,55 @@
 #             option forwardfor, X-Real-IP %[src], X-Forwarded-Proto http/https by frontend,
 #             X-Forwarded-Host %[req.hdr(host)], unique-id-format of 4 x %[rand,hex,bytes(8)]
 #             (32 random hex digits, like nginx's $request_id) as X-Request-Id up and back;
-#             upstream checked with option httpchk GET /health, check inter 2s
+#             upstream checked with option httpchk GET /health, check inter 2s.
+#             /h2c/: `use_backend app_h2c if { path_beg /h2c/ }` in both frontends (the same
+#             frontend rules, so the same headers and request id), backend app_h2c with
+#             http-reuse always and `server up 127.0.0.1:<h2c port> proto h2 check inter 2s`;
+#             its check is `http-check send meth GET uri /health ver HTTP/1.1 hdr Host localhost`
+#             over h2 (the server's proto), since nginx answers 400 to an HTTP/2 request without
+#             an authority, which the default check is. HAProxy multiplexes requests from all
+#             clients onto its h2c connections (streams per connection: nginx's SETTINGS)
 #   rproxy    the release build with matched settings: server.threads 1, http + https listeners,
 #             the same certificate, one pool with that upstream (probed on /health), access log
-#             off; `keepalive: 1024` in the upstream when this binary's `-t` accepts that key
+#             off; `keepalive: 1024` in the upstream when this binary's `-t` accepts that key.
+#             /h2c/: a second pool app_h2c with the h2c listener, `protocol: h2c`,
+#             `max_streams: 100` (streams per connection before another is opened), and a route
+#             `{ path: /h2c, upstream: app_h2c }`; the route to the first pool (path /) is
+#             unchanged. HTTP/2 pools take pingora's request path, not rproxy's own (README,
+#             "HTTP/2, gRPC and TLS upstreams"). That pool has no health block (like nginx,
+#             which has no active checks): rproxy's HTTP/2 probe (at a7342ad) sends a host
+#             header beside :authority and nginx 1.22 answers it 400 "client sent duplicate
+#             host header", so the probe would keep the server out; proxied requests do not
+#             carry both and are answered
+# The /h2c/ prefix route is in every proxy's configuration whatever the scenarios: each request
+# of every scenario goes through the same one extra path test in all three.
 # Before measuring, each proxy is checked over HTTP/1.1 and TLS + h2: the upstream's body, our
 # certificate, an X-Request-Id of 32 hex digits returned, and the five headers reaching the
-# upstream. Then each scenario is measured ROUNDS times, every peer in turn, the order rotated
+# upstream; and over TLS + h2 to /h2c/: the body, and the same headers reaching the h2c listener.
+# The upstream's header echo also gives the protocol it was asked in (nginx's $server_protocol):
+# HTTP/1.1 on the first listener, HTTP/2.0 on the h2c one; and the h2c listener is checked to
+# refuse HTTP/1.1, so no 2xx counted on an h2c point can have come over HTTP/1.1.
+# Then each scenario is measured ROUNDS times, every peer in turn, the order rotated
 # each round (nginx haproxy rproxy, haproxy rproxy nginx, ...) so that drift hits all, 1 s apart:
 #   h1-N      HTTP/1.1 keep-alive on the plain port: wrk --latency -t1 -cN --timeout 10s (one load
 #             thread; the connections open mid-run are counted with ss, a warning if fewer than N)
 #   h2-CxS    TLS + HTTP/2, multiplexed: h2load -t1 -cC -mS -D $DURATION (C clients x S streams)
+#   h2c-CxS   the same, to https://localhost:<port>/h2c/: TLS + HTTP/2 from the client, h2c
+#             (cleartext HTTP/2, prior knowledge) to the upstream. Mid-run, the proxy's
+#             established connections to the h2c listener are counted with ss (logged, and in
+#             the raw output). In the default list: h2c-10x10 only (~75 s more at DURATION=10);
+#             the sweep is SCENARIOS="h2c-1x10 h2c-10x10 h2c-100x10 h2-10x10" (with the h2
+#             point at the same load, for the cost of the h2c hop). The upstream ends an h2c
+#             connection with GOAWAY after 1,000,000 streams (keepalive_requests): a proxy that
+#             keeps one connection across runs reaches that mid-run, and any stream it then
+#             fails is counted against it (BENCHMARKS.md, "HTTP/2 to an h2c upstream")
 #   tls-new   new TLS connections: h2load -n $HANDSHAKES -c $HANDSHAKES -m1, i.e. that many
 #             clients, all started at once, each doing one full TLS 1.3 handshake (h2load never
 #             resumes a session across clients) and one h2 request; req/s = handshakes/s
 #   upstream  the upstream alone with wrk at $CONNS connections: the ceiling for all proxies
 #   optional (not in the default list):
 #   h1, h2    h1-$CONNS and h2-${H2_CLIENTS}x$H2_STREAMS
+#   h2c       h2c-${H2_CLIENTS}x$H2_STREAMS
 #   h1-rate   the same fixed load on all, for latency at equal load: h2load --h1 -c$CONNS -m1
 #             --rps so that the total is $RATE req/s (below all proxies' capacity)
 #   h2-rate   the same over TLS + h2: h2load -c$H2_CLIENTS -m$H2_STREAMS --rps, $RATE req/s in all
@@ -54,14 +96,14 @@
 # CPU per request, the failed requests of each peer, and a verdict line per point: "ahead" when
 # rproxy's req/s >= the better peer's, else "behind".
 #
-#   benches/load/compare.sh                         # 2 rounds of 10 s runs (~10 min after the build)
+#   benches/load/compare.sh                         # 2 rounds of 10 s runs (~11 min after the build)
 #   DURATION=2 ROUNDS=1 benches/load/compare.sh     # a quick check (~2 min)
 #   RPROXY_BIN=/path/to/rproxy benches/load/compare.sh   # an existing build, e.g. of a worktree
 #
 # Environment: DURATION (seconds per run, 10), ROUNDS (2), SCENARIOS ("h1-10 h1-100 h1-1000
-# h2-1x100 h2-10x10 h2-100x10 tls-new upstream"; any h1-N and h2-CxS are accepted), CONNS (wrk
-# connections for upstream, h1 and h1-rate: 100), H2_CLIENTS (10) and H2_STREAMS (10) for h2 and
-# h2-rate, HANDSHAKES (2000), RATE (4000 req/s for the *-rate runs),
+# h2-1x100 h2-10x10 h2-100x10 h2c-10x10 tls-new upstream"; any h1-N, h2-CxS and h2c-CxS are
+# accepted), CONNS (wrk connections for upstream, h1 and h1-rate: 100), H2_CLIENTS (10) and
+# H2_STREAMS (10) for h2, h2c and h2-rate, HANDSHAKES (2000), RATE (4000 req/s for the *-rate runs),
 # PIN=1 (load generators on CPU 1, proxies and upstream on CPU 0; default: no pinning, the
 # kernel spreads everything over all cores), RPROXY_BIN (use this binary, skip the build),
 # INSTRUCTIONS=1 (after the measured rounds, each proxy's user-space instructions per h1 request
@@ -87,7 +129,7 @@ CONNS=${CONNS:-100}
 H2_CLIENTS=${H2_CLIENTS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
 HANDSHAKES=${HANDSHAKES:-2000}
-SCENARIOS=${SCENARIOS:-h1-10 h1-100 h1-1000 h2-1x100 h2-10x10 h2-100x10 tls-new upstream}
+SCENARIOS=${SCENARIOS:-h1-10 h1-100 h1-1000 h2-1x100 h2-10x10 h2-100x10 h2c-10x10 tls-new upstream}
 RATE=${RATE:-4000}
 PIN=${PIN:-}
 
@@ -130,21 +172,22 @@ somaxconn=$(cat /proc/sys/net/core/somaxconn 2>/dev/null || echo 4096)
     log "warning: net.core.somaxconn is $somaxconn: listen backlogs are capped below 4096" \
         "(sysctl -w net.core.somaxconn=4096)"
 
-# parse_scenario NAME: sets kind (h1, h2, tls-new, upstream, h1-rate, h2-rate), conns (h1),
-# clients and streams (h2); dies on an unknown name.
+# parse_scenario NAME: sets kind (h1, h2, h2c, tls-new, upstream, h1-rate, h2-rate), conns (h1),
+# clients and streams (h2, h2c); dies on an unknown name.
 parse_scenario() {
     kind='' conns='' clients='' streams=''
     case $1 in
     h1) kind=h1 conns=$CONNS ;;
-    h2) kind=h2 clients=$H2_CLIENTS streams=$H2_STREAMS ;;
+    h2 | h2c) kind=$1 clients=$H2_CLIENTS streams=$H2_STREAMS ;;
     h1-rate | h2-rate | tls-new) kind=$1 ;;
     upstream) kind=upstream conns=$CONNS ;;
     h1-*) kind=h1 conns=${1#h1-} ;;
     h2-*x*) kind=h2 clients=${1#h2-} streams=${1#*x} clients=${clients%x*} ;;
+    h2c-*x*) kind=h2c clients=${1#h2c-} streams=${1#*x} clients=${clients%x*} ;;
     esac
     [[ -n $kind && $conns$clients$streams =~ ^[0-9]*$ ]] || die "unknown scenario $1"
     [[ $kind != h1 || $conns -gt 0 ]] || die "unknown scenario $1"
-    [[ $kind != h2 || ($clients -gt 0 && $streams -gt 0) ]] || die "unknown scenario $1"
+    [[ ($kind != h2 && $kind != h2c) || ($clients -gt 0 && $streams -gt 0) ]] || die "unknown scenario $1"
 }
 # The most client connections a proxy holds at once: every proxy must take them (nginx also needs
 # one worker connection per upstream connection, 2 per request in flight).
@@ -197,6 +240,7 @@ free_port() {
     die "no free port found"
 }
 free_port UP_PORT
+free_port UP_H2C
 free_port NGX_HTTP
 free_port NGX_HTTPS
 free_port HAP_HTTP
@@ -250,6 +294,20 @@ nginx_http_common() {
 EOF
 }
 
+# The upstream's answers, on both its listeners; $1 = where the header echo is.
+upstream_locations() {
+    cat <<EOF
+        location = /health { return 200 "ok\n"; }
+        # What a proxy sent up, and in which protocol, for the check before the runs.
+        location = $1 {
+            return 200 "xff=\$http_x_forwarded_for rip=\$http_x_real_ip proto=\$http_x_forwarded_proto host=\$http_x_forwarded_host via=\$server_protocol id=\$http_x_request_id\n";
+        }
+        location / {
+            default_type application/json;
+            return 200 '$body';
+        }
+EOF
+}
 {
     nginx_common "$work/nginx-up"
     cat <<EOF
@@ -257,15 +315,12 @@ http {
 $(nginx_http_common "$work/nginx-up")
     server {
         listen 127.0.0.1:$UP_PORT backlog=4096;
-        location = /health { return 200 "ok\n"; }
-        # What a proxy sent up, for the check before the runs.
-        location = /echo-headers {
-            return 200 "xff=\$http_x_forwarded_for rip=\$http_x_real_ip proto=\$http_x_forwarded_proto host=\$http_x_forwarded_host id=\$http_x_request_id\n";
-        }
-        location / {
-            default_type application/json;
-            return 200 '$body';
-        }
+$(upstream_locations /echo-headers)
+    }
+    # h2c: http2 without ssl is HTTP/2 with prior knowledge only (nginx 1.22).
+    server {
+        listen 127.0.0.1:$UP_H2C http2 backlog=4096;
+$(upstream_locations /h2c/echo-headers)
     }
 }
 EOF
@@ -281,6 +336,13 @@ $(nginx_http_common "$work/nginx-proxy")
     upstream app {
         server 127.0.0.1:$UP_PORT;
         # Idle upstream connections kept: not fewer than the requests in flight (up to 1,000).
+        keepalive 1024;
+        keepalive_requests 1000000;
+    }
+    # The h2c listener, for /h2c/. nginx's grpc proxy sends one request at a time on each
+    # upstream connection: as many connections as requests in flight, kept idle up to 1,024.
+    upstream app_h2c {
+        server 127.0.0.1:$UP_H2C;
         keepalive 1024;
         keepalive_requests 1000000;
     }
@@ -303,6 +365,17 @@ $(nginx_http_common "$work/nginx-proxy")
             proxy_set_header X-Request-Id \$request_id;
             add_header X-Request-Id \$request_id always;
         }
+        # HTTP/2 to the upstream: grpc_pass is nginx's only way; it proxies any request.
+        location /h2c/ {
+            grpc_pass grpc://app_h2c;
+            grpc_set_header Host \$http_host;
+            grpc_set_header X-Real-IP \$remote_addr;
+            grpc_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            grpc_set_header X-Forwarded-Proto \$scheme;
+            grpc_set_header X-Forwarded-Host \$http_host;
+            grpc_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+        }
     }
 }
 EOF
@@ -319,6 +392,7 @@ haproxy_frontend() { # $1 = X-Forwarded-Proto
     http-request set-header X-Forwarded-Proto $1
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     http-response set-header X-Request-Id %[unique-id]
+    use_backend app_h2c if { path_beg /h2c/ }
     default_backend app
 EOF
 }
@@ -345,6 +419,13 @@ backend app
     http-reuse always
     option httpchk GET /health
     server up 127.0.0.1:$UP_PORT check inter 2s
+# The h2c listener, for /h2c/: HTTP/2 with prior knowledge (proto h2), checks too. nginx answers
+# 400 to an HTTP/2 request without an authority, which the default check is: hence Host.
+backend app_h2c
+    http-reuse always
+    option httpchk
+    http-check send meth GET uri /health ver HTTP/1.1 hdr Host localhost
+    server up 127.0.0.1:$UP_H2C proto h2 check inter 2s
 EOF
 
 # rproxy_config [extra upstream line]
@@ -366,8 +447,15 @@ upstreams:
     servers: ["127.0.0.1:$UP_PORT"]
     health: { path: /health, interval: 2s, timeout: 1s }
 ${1:-}
+  # No health block: this build's HTTP/2 probe sends a host header beside :authority, which
+  # nginx 1.22 answers 400 ("client sent duplicate host header"). Requests are not affected.
+  app_h2c:
+    servers: ["127.0.0.1:$UP_H2C"]
+    protocol: h2c
+    max_streams: 100
 routes:
   - { name: bench, path: /, upstream: app }
+  - { name: bench-h2c, path: /h2c, upstream: app_h2c }
 EOF
 }
 # Idle upstream connections like nginx's keepalive 1024, where this build has the key.
@@ -434,25 +522,39 @@ ngx_worker=$(worker_of "$ngx_master")
 up_worker=$(worker_of "$up_master")
 [[ -n $ngx_worker && -n $up_worker ]] || die "no nginx worker process"
 
-# Every proxy answers the upstream's body over HTTP/1.1 and over TLS + h2, with our certificate,
-# returns a generated X-Request-Id and sends the same headers up.
+# The h2c listener speaks HTTP/2 only: a 2xx from it cannot have come over HTTP/1.1.
+got=$(curl -s --max-time 5 --http2-prior-knowledge -w ' %{http_version}' "http://127.0.0.1:$UP_H2C/")
+[[ $got == "$body 2" ]] || die "the upstream's h2c listener answered h2c with: $got"
+got=$(curl -s --max-time 5 --http1.1 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_H2C/" || true)
+[[ $got != 2* ]] || die "the upstream's h2c listener answered HTTP/1.1 with $got"
+
+# Every proxy answers the upstream's body over HTTP/1.1 and over TLS + h2 (also from the h2c
+# listener, under /h2c/), with our certificate, returns a generated X-Request-Id and sends the
+# same headers up, in the protocol of that listener (nginx's $server_protocol in the echo).
 for target in nginx:$NGX_HTTP:$NGX_HTTPS haproxy:$HAP_HTTP:$HAP_HTTPS rproxy:$RP_HTTP:$RP_HTTPS; do
     IFS=: read -r name http https <<<"$target"
     wait_http "https://localhost:$https/" -k --http2
+    wait_http "https://localhost:$https/h2c/" -k --http2
     got=$(curl -s --max-time 5 "http://localhost:$http/")
     [[ $got == "$body" ]] || die "$name over HTTP/1.1 answered: $got"
-    got=$(curl -sk --max-time 5 --http2 -w ' %{http_version}' "https://localhost:$https/")
-    [[ $got == "$body 2" ]] || die "$name over TLS + h2 answered: $got"
-    for url in "http://localhost:$http/echo-headers" "https://localhost:$https/echo-headers"; do
-        proto=${url%%:*} version=--http1.1
+    for path in / /h2c/; do
+        got=$(curl -sk --max-time 5 --http2 -w ' %{http_version}' "https://localhost:$https$path")
+        [[ $got == "$body 2" ]] || die "$name over TLS + h2 answered $path with: $got"
+    done
+    while read -r url via; do
+        proto=${url%%:*} version=--http1.1 port=${url##*:}
+        port=${port%%/*}
         [[ $proto == https ]] && version=--http2
         got=$(curl -sk --max-time 5 "$version" -D "$work/headers.txt" "$url")
-        want="xff=127.0.0.1 rip=127.0.0.1 proto=$proto host=localhost:${url##*:}"
-        want=${want%/echo-headers}
+        want="xff=127.0.0.1 rip=127.0.0.1 proto=$proto host=localhost:$port via=$via"
         [[ $got =~ ^"$want id="[0-9a-fA-F]{32}$ ]] || die "$name ($url) sent up: $got (want $want id=<32 hex>)"
         grep -qiF "x-request-id: ${got##*id=}" "$work/headers.txt" ||
             die "$name ($url) did not return the X-Request-Id it sent up"
-    done
+    done <<EOF
+http://localhost:$http/echo-headers HTTP/1.1
+https://localhost:$https/echo-headers HTTP/1.1
+https://localhost:$https/h2c/echo-headers HTTP/2.0
+EOF
     fp=$(openssl s_client -connect "127.0.0.1:$https" -servername localhost </dev/null 2>/dev/null |
         openssl x509 -noout -fingerprint -sha256)
     [[ $fp == "$cert_fp" ]] || die "$name does not serve the benchmark certificate"
@@ -518,18 +620,37 @@ run_h2load_url() { # url [h2load args]
     h2load_summary "$raw" "$log"
 }
 
+# h2c_conns_probe PID: in the background, half-way through the run (after h2load's 1 s warm-up),
+# count the process's established connections to the h2c listener into $work/h2c-conns.txt.
+h2c_conns_probe() {
+    (
+        sleep $(((DURATION + 3) / 2))
+        ss -Htnp state established "( dport = :$UP_H2C )" | grep -c "pid=$1," >"$work/h2c-conns.txt" || true
+    ) &
+    probe=$!
+}
+
 run_scenario() { # scenario target -> "rps p50 p99 failed requests"
-    local http https
+    local http https pid probe open
     case $2 in
-    nginx) http=$NGX_HTTP https=$NGX_HTTPS ;;
-    haproxy) http=$HAP_HTTP https=$HAP_HTTPS ;;
-    rproxy) http=$RP_HTTP https=$RP_HTTPS ;;
+    nginx) http=$NGX_HTTP https=$NGX_HTTPS pid=$ngx_worker ;;
+    haproxy) http=$HAP_HTTP https=$HAP_HTTPS pid=$hap_pid ;;
+    rproxy) http=$RP_HTTP https=$RP_HTTPS pid=$rp_pid ;;
     upstream) http=$UP_PORT ;;
     esac
     parse_scenario "$1"
     case $kind in
     h1 | upstream) run_wrk "http://localhost:$http/" "$conns" ;;
     h2) run_h2load "$https" -t1 -c"$clients" -m"$streams" -D "$DURATION" --warm-up-time=1 ;;
+    h2c)
+        h2c_conns_probe "$pid"
+        run_h2load_url "https://localhost:$https/h2c/" -t1 -c"$clients" -m"$streams" -D "$DURATION" \
+            --warm-up-time=1
+        wait "$probe" || true
+        open=$(cat "$work/h2c-conns.txt" 2>/dev/null || echo '?')
+        echo "$2's connections to the h2c listener mid-run ($1): $open" >>"$work/raw.txt"
+        log "$1 $2: $open connections to the h2c listener mid-run"
+        ;;
     tls-new) run_h2load "$https" -t1 -c"$HANDSHAKES" -n"$HANDSHAKES" -m1 ;;
     h1-rate)
         run_h2load_url "http://localhost:$http/" --h1 -t1 -c"$CONNS" -m1 --rps=$((RATE / CONNS)) \
@@ -551,7 +672,7 @@ echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC'), rproxy at $commit"
 echo "machine:  $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)," \
     "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
 echo "rproxy:   $RPROXY_BIN, built $(date -u -r "$RPROXY_BIN" '+%Y-%m-%d %H:%M UTC')," \
-    "upstream keepalive: ${rp_keepalive:+1024}${rp_keepalive:-not supported by this build}"
+    "upstream keepalive: $([[ -n $rp_keepalive ]] && echo 1024 || echo 'not supported by this build')"
 echo "tools:    $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "haproxy/" $3}')," \
     "$(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')," \
     "$(h2load --version | head -1 | awk '{print "h2load " $2}')"

@@ -447,8 +447,9 @@ upstreams:
     servers: ["127.0.0.1:$UP_PORT"]
     health: { path: /health, interval: 2s, timeout: 1s }
 ${1:-}
-  # No health block: this build's HTTP/2 probe sends a host header beside :authority, which
-  # nginx 1.22 answers 400 ("client sent duplicate host header"). Requests are not affected.
+  # No health block, as in the figures of BENCHMARKS.md: rproxy's HTTP/2 probe before 2f99526
+  # sent a host header beside :authority, which nginx 1.22 answers 400 ("client sent duplicate
+  # host header"). Requests are not affected.
   app_h2c:
     servers: ["127.0.0.1:$UP_H2C"]
     protocol: h2c

@@ -219,12 +219,21 @@ pub fn observe_upstream(upstream: &str, server: &str, code: u16) {
     counter.inc();
 }
 
+/// gRPC's status codes as labels; any other value a server sends is `other`, so the label
+/// stays bounded.
+const GRPC_CODES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+
 /// Records one gRPC call's status (its HTTP status is 200 whether it failed or not).
 pub fn observe_grpc(route: &str, upstream: &str, code: u16) {
-    let code = code.to_string();
+    let code = GRPC_CODES
+        .get(usize::from(code))
+        .copied()
+        .unwrap_or("other");
     METRICS
         .grpc_responses
-        .with_label_values(&[route, upstream, code.as_str()])
+        .with_label_values(&[route, upstream, code])
         .inc();
 }
 

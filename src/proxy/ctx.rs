@@ -108,20 +108,11 @@ impl Ctx {
             upstream_time: self.upstream_header,
             elapsed: self.start.elapsed(),
             request_id: self.request_id_str(),
-            grpc_status: self
-                .grpc_status
-                .or_else(|| self.local_status.and_then(|s| local_grpc_status(req, s))),
+            grpc_status: self.grpc_status.or_else(|| {
+                self.local_status
+                    .and_then(|s| grpc::local_answer(&req.headers, s))
+            }),
             error,
         });
-    }
-}
-
-/// The gRPC status of a call rproxy answered itself with HTTP `status` (`crate::proxy::respond`
-/// turns such answers into gRPC's); `None` for other requests.
-fn local_grpc_status(req: &pingora_http::RequestHeader, status: u16) -> Option<u16> {
-    if status >= 400 && grpc::is_grpc(&req.headers) {
-        grpc::local_code(status)
-    } else {
-        None
     }
 }

@@ -22,7 +22,7 @@ pub async fn send(
         hsts: None,
         date: b"",
     };
-    if grpc::is_grpc(&session.req_header().headers) && status >= 400 {
+    if grpc::local_answer(&session.req_header().headers, status).is_some() {
         return send_grpc(session, status, &added).await;
     }
     let body = local::text(status);

@@ -33,8 +33,13 @@ pub fn grpc_status(status: u16) -> (&'static str, &'static str) {
     }
 }
 
-/// The gRPC status a call rproxy failed with HTTP `status` got (`grpc_status`'s code).
-pub fn local_code(status: u16) -> Option<u16> {
+/// The gRPC status of rproxy's own answer with HTTP `status` to a request with `lines`: a
+/// gRPC call that rproxy fails is answered in gRPC's terms (`head_lines`); `None` for any
+/// other answer.
+pub fn local_answer<L: Lines + ?Sized>(lines: &L, status: u16) -> Option<u16> {
+    if status < 400 || !is_grpc(lines) {
+        return None;
+    }
     grpc_status(status).0.parse().ok()
 }
 
@@ -102,6 +107,10 @@ mod tests {
         assert_eq!(grpc_status(503).0, "14");
         assert_eq!(grpc_status(504).0, "4");
         assert_eq!(grpc_status(502).0, "14");
+        assert_eq!(local_answer(&call[..], 503), Some(14));
+        assert_eq!(local_answer(&call[..], 404), Some(12));
+        assert_eq!(local_answer(&call[..], 200), None, "not a failure");
+        assert_eq!(local_answer(&json[..], 503), None, "not a gRPC call");
     }
 
     #[test]

@@ -73,13 +73,7 @@ fn request(ask: Ask<'_>, host: &str, tls: bool, h2: bool) -> Result<RequestHeade
         Ask::Get(path) => ("GET", path),
         Ask::GrpcHealth => ("POST", GRPC_HEALTH_CHECK),
     };
-    let scheme = if tls { "https" } else { "http" };
-    let uri = if h2 {
-        format!("{scheme}://{host}{path}")
-    } else {
-        path.to_string()
-    };
-    let mut head = RequestHeader::build(method, uri.as_bytes(), Some(4))
+    let mut head = RequestHeader::build(method, path.as_bytes(), Some(4))
         .map_err(|e| format!("probe request: {e}"))?;
     let set = |head: &mut RequestHeader, k: &'static str, v: &str| {
         head.insert_header(k, v)
@@ -87,9 +81,11 @@ fn request(ask: Ask<'_>, host: &str, tls: bool, h2: bool) -> Result<RequestHeade
     };
     if h2 {
         head.set_version(http::Version::HTTP_2);
-        // `build` keeps only the path: the authority goes in whole, or pingora would make it
-        // of a `host` header and send both.
-        let uri = http::Uri::try_from(uri.as_str()).map_err(|e| format!("probe request: {e}"))?;
+        // The authority goes in the URI (pingora's `:authority`), or pingora would make it of
+        // a `host` header and send both.
+        let scheme = if tls { "https" } else { "http" };
+        let uri = http::Uri::try_from(format!("{scheme}://{host}{path}"))
+            .map_err(|e| format!("probe request: {e}"))?;
         head.set_uri(uri);
     }
     // Over HTTP/2 the URI's authority is `:authority`; a `host` beside it is a duplicate that

@@ -67,6 +67,7 @@ fn fast_path_heads(c: &mut Criterion) {
         request_id: client.request_id,
         hsts: None,
         date: b"Tue, 01 Dec 2026 22:00:00 GMT",
+        set_cookie: None,
     };
     let mut out = Vec::with_capacity(1024);
     c.bench_function("fast path: request head parse + upstream head", |b| {
@@ -121,6 +122,7 @@ fn selection(c: &mut Criterion) {
         let key = SelectKey {
             client_ip: Some("192.0.2.7".parse().expect("ip")),
             uri: "/api/users/42",
+            sticky: None,
         };
         c.bench_function(&format!("select {balance} (10 servers)"), |b| {
             b.iter(|| pool.select(black_box(&key), &[]))

@@ -12,6 +12,7 @@ use crate::request::client::TrustedProxies;
 use crate::request::Listener;
 use crate::routing::RouteTable;
 use crate::tls::CertResolver;
+use crate::upstream::sticky::DefaultKey;
 use crate::upstream::Pool;
 
 /// Server-wide settings that requests read.
@@ -53,6 +54,8 @@ pub struct Runtime {
     /// Automatic certificates, when `tls.acme` is set.
     pub acme: Option<Arc<crate::acme::AcmeSettings>>,
     pub settings: Settings,
+    /// The key of sticky cookies for pools that give no `secret` (kept across reloads).
+    pub sticky_key: DefaultKey,
 }
 
 /// Shared by every listener and background task.

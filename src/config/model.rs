@@ -147,6 +147,8 @@ pub enum Balance {
     IpHash,
     ConsistentHash,
     Random,
+    /// Sticky sessions over round robin (`sticky:` with its defaults).
+    Cookie,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -182,6 +184,21 @@ pub struct UpstreamConfig {
     /// server's SETTINGS_MAX_CONCURRENT_STREAMS says so); more connections are opened past it.
     #[serde(default = "defaults::max_streams")]
     pub max_streams: u32,
+    /// Sticky sessions: a cookie sends a client back to the server that answered it.
+    pub sticky: Option<StickyConfig>,
+}
+
+/// A pool's sticky sessions (nginx's `sticky cookie`, HAProxy's `cookie ... insert`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// The cookie's name; default `rproxy_<pool>`.
+    pub cookie: Option<String>,
+    /// The cookie's `Max-Age`; default: a session cookie.
+    pub ttl: Option<Dur>,
+    /// The HMAC key of the cookie's value; give the same one to every replica. Default: a
+    /// random key made at start (kept across reloads).
+    pub secret: Option<String>,
 }
 
 /// How rproxy speaks to a pool's servers.

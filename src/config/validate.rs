@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use http::header::{HeaderName, HeaderValue};
 
 use super::model::{
-    AcmeConfig, Config, RouteConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
+    AcmeConfig, Config, RouteConfig, StickyConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
 };
 use super::{did_you_mean, Loaded, Problem};
 use crate::request::client::TrustedProxies;
 use crate::upstream::peer::ClientTls;
+use crate::upstream::sticky::is_cookie_name;
 
 /// Checks everything that can be checked without starting anything. For a file that did not
 /// parse whole, checks that would judge a part that did not parse (`Source::gaps`) stay quiet.
@@ -193,6 +194,19 @@ fn check_acme(loaded: &Loaded, acme: &AcmeConfig, p: &mut Vec<Problem>) {
 /// The most idle upstream connections a pool may keep per server and thread.
 const MAX_KEEPALIVE: u32 = 65_536;
 
+fn check_sticky(name: &str, sticky: &StickyConfig, p: &mut Vec<Problem>) {
+    let at = |k: &str| format!("upstreams.{name}.sticky.{k}");
+    if let Some(cookie) = sticky.cookie.as_deref().filter(|c| !is_cookie_name(c)) {
+        p.push(Problem::at(
+            at("cookie"),
+            format!("`{cookie}` is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+        ));
+    }
+    if sticky.secret.as_deref().is_some_and(|s| s.len() < 16) {
+        p.push(Problem::at(at("secret"), "use at least 16 characters"));
+    }
+}
+
 fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
     let at = |k: &str| format!("upstreams.{name}.{k}");
     if pool.servers.is_empty() {
@@ -220,6 +234,9 @@ fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
     }
     if pool.resolve_interval.0.is_zero() {
         p.push(Problem::at(at("resolve_interval"), "must be more than 0"));
+    }
+    if let Some(sticky) = &pool.sticky {
+        check_sticky(name, sticky, p);
     }
     if let Some(h) = &pool.health {
         if !h.path.starts_with('/') {

@@ -21,8 +21,9 @@ use super::{buffers, pool, Admitted, Engine, Forward, Plan};
 use crate::request::access::{self, Entry};
 use crate::request::client::ClientAddr;
 use crate::request::failure::{Attempts, Next as AfterFailure};
+use crate::request::headers::sticky_value;
 use crate::request::id::RequestId;
-use crate::request::{local, Failure};
+use crate::request::{local, Failure, Listener};
 use crate::upstream::{Backend, PeerSettings, SelectKey};
 
 /// The longest upstream response head accepted.
@@ -199,6 +200,7 @@ async fn answer<D: Downstream>(
         request_id: id,
         hsts: None,
         date: date.as_bytes(),
+        set_cookie: None,
     };
     rec.status = status;
     let written = d.local(status, extra, &added, req.is_head()).await;
@@ -253,7 +255,10 @@ async fn forward<D: Downstream>(
                 let head_at = Instant::now();
                 rec.upstream_time = Some(head_at - started);
                 server.record_success();
+                let https = engine.listener == Listener::Https;
+                let cookie = pool.sticky_cookie(&server, sticky_value(req, &pool), https);
                 let relay = Relay {
+                    set_cookie: cookie.as_deref(),
                     listener: engine.listener,
                     route: &route,
                     peer: &pool.peer,
@@ -286,6 +291,7 @@ async fn forward<D: Downstream>(
                 let key = SelectKey {
                     client_ip: Some(addr.ip),
                     uri: req.target,
+                    sticky: sticky_value(req, &pool),
                 };
                 match pool.select(&key, attempts.tried()) {
                     Some(next) => backend = next.begin(),

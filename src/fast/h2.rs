@@ -82,6 +82,7 @@ impl Engine {
                     request_id: b"",
                     hsts: None,
                     date: b"",
+                    set_cookie: None,
                 };
                 stream.local(400, &[], &added, false).await;
             }
@@ -137,6 +138,7 @@ impl Downstream for Stream<'_> {
             request_id: added.request_id,
             hsts: added.hsts,
             date: b"",
+            set_cookie: None,
         };
         local::head_lines(status, text.len(), extra, &lines, &mut resp);
         let body = if head_only {

@@ -33,6 +33,7 @@ use std::sync::Arc;
 pub use h1::Left;
 
 use crate::request::client::{client_of, ClientAddr};
+use crate::request::headers::sticky_value;
 use crate::request::limits::{self, Refusal};
 use crate::request::Listener;
 use crate::routing::{InflightGuard, Route, Target};
@@ -122,6 +123,7 @@ impl Engine {
         let key = SelectKey {
             client_ip: Some(ip),
             uri: req.target,
+            sticky: sticky_value(req, &pool),
         };
         let Some(backend) = pool.select(&key, &[]) else {
             tracing::warn!(route = %route.name, upstream = %pool.name, "no healthy server");

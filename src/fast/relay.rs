@@ -45,6 +45,8 @@ pub(super) struct Relay<'a> {
     /// When the response head arrived: the connection's last use, for the idle pool.
     pub(super) head_at: Instant,
     pub(super) id: &'a [u8],
+    /// A sticky-session cookie for the client (`Pool::sticky_cookie`).
+    pub(super) set_cookie: Option<&'a str>,
 }
 
 /// A response whose head has been passed on.
@@ -220,6 +222,7 @@ impl Relay<'_> {
             request_id: self.id,
             hsts: hsts(self.listener, self.route),
             date: date.as_bytes(),
+            set_cookie: self.set_cookie,
         };
         let mut progress = Progress::new(framing);
         let avail = &up.buf[resp.len..];

@@ -136,6 +136,13 @@ impl Proxy {
         Ok(true)
     }
 
+    /// The sticky-session cookie of the response from the current server, if one is due.
+    fn sticky_cookie(&self, session: &Session, ctx: &Ctx) -> Option<String> {
+        let (pool, backend) = (ctx.pool.as_ref()?, ctx.backend.as_ref()?);
+        let sent = rules::sticky_value(&session.req_header().headers, pool);
+        pool.sticky_cookie(backend.backend(), sent, self.listener == Listener::Https)
+    }
+
     /// Picks a server of the route's pool that this request has not tried yet.
     fn pick(&self, session: &Session, ctx: &mut Ctx) -> bool {
         let Some(pool) = ctx.pool.clone() else {
@@ -145,6 +152,7 @@ impl Proxy {
         let key = SelectKey {
             client_ip: ctx.client_ip(),
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            sticky: rules::sticky_value(&req.headers, &pool),
         };
         match pool.select(&key, ctx.attempts.tried()) {
             Some(backend) => {
@@ -499,7 +507,7 @@ impl ProxyHttp for Proxy {
     /// (`crate::request::headers::forward_response`).
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -513,6 +521,7 @@ impl ProxyHttp for Proxy {
         }
         ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
         let date = pingora_core::protocols::http::date::get_cached_date();
+        let cookie = self.sticky_cookie(session, ctx);
         let added = rules::Added {
             request_id: ctx.request_id.as_bytes(),
             hsts: ctx
@@ -520,6 +529,7 @@ impl ProxyHttp for Proxy {
                 .as_ref()
                 .and_then(|r| rules::hsts(self.listener, r)),
             date: date.as_bytes(),
+            set_cookie: cookie.as_deref(),
         };
         *resp = headers::client_response(resp, &added)?;
         Ok(())

@@ -21,6 +21,7 @@ pub async fn send(
         request_id: request_id.as_bytes(),
         hsts: None,
         date: b"",
+        set_cookie: None,
     };
     if grpc::local_answer(&session.req_header().headers, status).is_some() {
         return send_grpc(session, status, &added).await;

@@ -10,6 +10,7 @@ pub use super::lines::{
 };
 use super::Listener;
 use crate::routing::Route;
+use crate::upstream::Pool;
 
 /// The `Strict-Transport-Security` value of routes with `hsts: true`.
 pub const HSTS: &str = "max-age=31536000";
@@ -239,6 +240,26 @@ pub fn forward_request<L: Lines + ?Sized, S: HeaderSink>(
     }
 }
 
+/// The value of the cookie `name` in the request's Cookie lines.
+pub fn cookie<'a, L: Lines + ?Sized>(lines: &'a L, name: &str) -> Option<&'a [u8]> {
+    let mut found = None;
+    lines.each(|k, _, value| {
+        if k == Kind::Cookie && found.is_none() {
+            found = value.split(|&b| b == b';').find_map(|pair| {
+                let at = pair.iter().position(|&b| b == b'=')?;
+                let (n, v) = (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii());
+                (n == name.as_bytes()).then_some(v)
+            });
+        }
+    });
+    found
+}
+
+/// The value of `pool`'s sticky cookie in the request, when the pool is sticky.
+pub fn sticky_value<'a, L: Lines + ?Sized>(lines: &'a L, pool: &Pool) -> Option<&'a [u8]> {
+    cookie(lines, &pool.sticky.as_ref()?.cookie)
+}
+
 /// What rproxy adds to every response it passes on.
 #[derive(Debug, Clone, Copy)]
 pub struct Added<'a> {
@@ -246,6 +267,8 @@ pub struct Added<'a> {
     pub hsts: Option<&'a str>,
     /// The Date header's value.
     pub date: &'a [u8],
+    /// A sticky-session cookie (`Pool::sticky_cookie`).
+    pub set_cookie: Option<&'a str>,
 }
 
 /// Writes the header lines of the response the client gets: the upstream's headers minus
@@ -294,6 +317,9 @@ pub fn added_lines<S: HeaderSink>(added: &Added, out: &mut S) {
     out.header(b"x-request-id", added.request_id);
     if let Some(hsts) = added.hsts {
         out.header(b"strict-transport-security", hsts.as_bytes());
+    }
+    if let Some(cookie) = added.set_cookie {
+        out.header(b"set-cookie", cookie.as_bytes());
     }
 }
 
@@ -438,6 +464,22 @@ mod tests {
     }
 
     #[test]
+    fn a_cookie_among_others_and_lines() {
+        let lines = raw(&[
+            ("Cookie", b"a=1; srv = x1 ;b=2"),
+            ("Cookie", b"srv=second"),
+            ("X-Srv", b"srv=no"),
+        ]);
+        assert_eq!(cookie(&lines[..], "srv"), Some(&b"x1"[..]));
+        assert_eq!(cookie(&lines[..], "b"), Some(&b"2"[..]));
+        assert_eq!(cookie(&lines[..], "sr"), None);
+        assert_eq!(
+            cookie(&raw(&[("Cookie", b"novalue; =x")])[..], "novalue"),
+            None
+        );
+    }
+
+    #[test]
     fn connection_tokens_beside_non_ascii_are_honoured() {
         let lines = raw(&[("Connection", b"\xd6,x"), ("x", b"secret"), ("Host", b"h")]);
         let got = forwarded(&lines, &forwarding(b"h"), &route(&[]));
@@ -460,6 +502,7 @@ mod tests {
             request_id: b"id",
             hsts: Some(HSTS),
             date: b"D",
+            set_cookie: None,
         };
         let mut out = Vec::new();
         forward_response(&lines[..], Some(5), &added, &mut out);

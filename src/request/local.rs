@@ -86,6 +86,7 @@ mod tests {
             request_id: b"id",
             hsts: None,
             date: b"",
+            set_cookie: None,
         };
         head_lines(503, 24, &[("x-a", "1")], &added, &mut out);
         assert_eq!(

@@ -17,6 +17,7 @@ use crate::request::client::TrustedProxies;
 use crate::state::{Runtime, Settings};
 use crate::tls::CertStore;
 use crate::upstream::peer::ClientTls;
+use crate::upstream::sticky::DefaultKey;
 use crate::upstream::{dns, Pool};
 
 /// A compiled configuration, ready to publish.
@@ -45,8 +46,10 @@ pub fn compile_with_certs(
     }
     let c = &loaded.config;
     let mut pools = BTreeMap::new();
+    // Sticky cookies keep their key across reloads.
+    let sticky_key = previous.map_or_else(DefaultKey::random, |rt| rt.sticky_key.clone());
     for (name, cfg) in &c.upstreams {
-        match build_pool(loaded, name, cfg, previous) {
+        match build_pool(loaded, name, cfg, previous, &sticky_key) {
             Ok(pool) => {
                 pools.insert(name.clone(), pool);
             }
@@ -100,6 +103,7 @@ pub fn compile_with_certs(
             redirect_https,
             settings,
             acme,
+            sticky_key,
         },
         certs,
     })
@@ -112,6 +116,7 @@ fn build_pool(
     name: &str,
     cfg: &UpstreamConfig,
     previous: Option<&Runtime>,
+    key: &DefaultKey,
 ) -> Result<Arc<Pool>, Problem> {
     let old = previous.and_then(|rt| rt.pools.get(name));
     if let Some(old) = old.filter(|p| p.source == *cfg) {
@@ -135,7 +140,8 @@ fn build_pool(
         None => None,
     };
     let entries: Vec<String> = cfg.servers.iter().map(|s| s.addr.clone()).collect();
-    let pool = Pool::new(name, cfg, &dns::resolve_entries(name, &entries, None), tls);
+    let resolved = dns::resolve_entries(name, &entries, None);
+    let pool = Pool::new(name, cfg, &resolved, tls, key);
     if let Some(old) = old {
         pool.inherit_health(old);
     }

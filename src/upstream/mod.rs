@@ -6,6 +6,7 @@ pub mod health;
 pub mod peer;
 mod probe_over_peer;
 pub mod select;
+pub mod sticky;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::model::{Balance, HealthConfig, UpstreamConfig};
 use select::Selector;
+use sticky::{DefaultKey, Sticky, Token};
 
 /// One server of a pool.
 #[derive(Debug)]
@@ -129,6 +131,8 @@ pub struct PeerSettings {
 pub struct Members {
     pub backends: Vec<Arc<Backend>>,
     selector: Selector,
+    /// Each backend's sticky cookie value, when the pool is sticky.
+    tokens: Vec<Token>,
 }
 
 /// A named pool of servers. Membership changes when a DNS name's answers change.
@@ -142,9 +146,31 @@ pub struct Pool {
     members: ArcSwap<Members>,
     /// The config this pool was built from, to reuse it across reloads when unchanged.
     pub(crate) source: UpstreamConfig,
+    /// Sticky sessions, when on.
+    pub sticky: Option<Sticky>,
     first_round_done: AtomicBool,
     probing: AtomicBool,
     resolving: AtomicBool,
+}
+
+/// The sticky settings of pool `name`, when `balance: cookie` or a `sticky:` block asks.
+fn sticky(name: &str, source: &UpstreamConfig, key: &DefaultKey) -> Option<Sticky> {
+    let config = match (&source.sticky, source.balance) {
+        (Some(c), _) => c.clone(),
+        (None, Balance::Cookie) => Default::default(),
+        (None, _) => return None,
+    };
+    let cookie = config
+        .cookie
+        .unwrap_or_else(|| sticky::default_cookie(name));
+    let ttl = config.ttl.map(|d| d.0);
+    Some(Sticky::new(
+        name,
+        cookie,
+        ttl,
+        config.secret.as_deref(),
+        key,
+    ))
 }
 
 /// What a selection may hash on.
@@ -152,16 +178,20 @@ pub struct Pool {
 pub struct SelectKey<'a> {
     pub client_ip: Option<std::net::IpAddr>,
     pub uri: &'a str,
+    /// The value of the pool's sticky cookie in the request.
+    pub sticky: Option<&'a [u8]>,
 }
 
 impl Pool {
     /// Builds a pool; `resolved[i]` holds the addresses of `source.servers[i]`; `tls` is its
-    /// TLS, read already (`peer::ClientTls::load`).
+    /// TLS, read already (`peer::ClientTls::load`); sticky cookies without a `secret` are signed
+    /// with `key`.
     pub fn new(
         name: &str,
         source: &UpstreamConfig,
         resolved: &[Vec<SocketAddr>],
         tls: Option<peer::ClientTls>,
+        key: &DefaultKey,
     ) -> Pool {
         let gated = source.health.is_some();
         let peer = PeerSettings {
@@ -181,8 +211,10 @@ impl Pool {
             members: ArcSwap::from_pointee(Members {
                 backends: Vec::new(),
                 selector: Selector::new(source.balance, &[]),
+                tokens: Vec::new(),
             }),
             source: source.clone(),
+            sticky: sticky(name, source, key),
             first_round_done: AtomicBool::new(!gated),
             probing: AtomicBool::new(false),
             resolving: AtomicBool::new(false),
@@ -242,7 +274,16 @@ impl Pool {
         }
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let selector = Selector::new(self.source.balance, &weights);
-        self.members.store(Arc::new(Members { backends, selector }));
+        let tokens = match &self.sticky {
+            Some(s) => backends.iter().map(|b| s.token(b)).collect(),
+            None => Vec::new(),
+        };
+        let members = Members {
+            backends,
+            selector,
+            tokens,
+        };
+        self.members.store(Arc::new(members));
         true
     }
 
@@ -258,13 +299,37 @@ impl Pool {
         self.source.balance
     }
 
-    /// Picks a healthy server whose address is not in `exclude`.
+    /// Picks a healthy server whose address is not in `exclude`: the one the request's sticky
+    /// cookie names when it is one, else by the pool's algorithm.
     pub fn select(&self, key: &SelectKey, exclude: &[SocketAddr]) -> Option<Arc<Backend>> {
         let m = self.members.load();
-        let i = m.selector.pick(&m.backends, key, |i| {
-            m.backends[i].is_healthy() && !exclude.contains(&m.backends[i].addr)
-        })?;
+        let eligible =
+            |i: usize| m.backends[i].is_healthy() && !exclude.contains(&m.backends[i].addr);
+        let named = key
+            .sticky
+            .and_then(|v| m.tokens.iter().position(|t| t.as_bytes() == v));
+        let i = match named.filter(|&i| eligible(i)) {
+            Some(i) => i,
+            None => m.selector.pick(&m.backends, key, eligible)?,
+        };
         Some(m.backends[i].clone())
+    }
+
+    /// The `Set-Cookie` value of a response from `server` to a request whose sticky cookie was
+    /// `sent`: `None` unless the pool is sticky and the cookie does not name `server` already.
+    pub fn sticky_cookie(
+        &self,
+        server: &Backend,
+        sent: Option<&[u8]>,
+        https: bool,
+    ) -> Option<String> {
+        let sticky = self.sticky.as_ref()?;
+        let m = self.members.load();
+        let token = match m.backends.iter().position(|b| std::ptr::eq(&**b, server)) {
+            Some(i) => m.tokens.get(i)?.clone(),
+            None => sticky.token(server),
+        };
+        (sent != Some(token.as_bytes())).then(|| sticky.set_cookie(&token, https))
     }
 
     /// True once every server has been probed at least once (always true without probes).

@@ -20,8 +20,10 @@ pub struct Selector {
 impl Selector {
     pub fn new(balance: Balance, weights: &[u32]) -> Selector {
         // Round robin honours weights as nginx's does; `weighted` is the same algorithm.
-        let weighted = matches!(balance, Balance::Weighted | Balance::RoundRobin)
-            && weights.iter().any(|&w| w != 1);
+        let weighted = matches!(
+            balance,
+            Balance::Weighted | Balance::RoundRobin | Balance::Cookie
+        ) && weights.iter().any(|&w| w != 1);
         let schedule = if weighted {
             smooth_schedule(weights)
         } else {
@@ -46,11 +48,14 @@ impl Selector {
             return None;
         }
         match self.balance {
-            Balance::RoundRobin | Balance::Weighted if self.schedule.is_empty() => {
+            // Sticky sessions pick by round robin when the cookie names no eligible server.
+            Balance::RoundRobin | Balance::Weighted | Balance::Cookie
+                if self.schedule.is_empty() =>
+            {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))
             }
-            Balance::RoundRobin | Balance::Weighted => {
+            Balance::RoundRobin | Balance::Weighted | Balance::Cookie => {
                 let len = self.schedule.len();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..len)
@@ -185,8 +190,8 @@ mod tests {
         let b = backends(4);
         let s = Selector::new(Balance::ConsistentHash, &[1; 4]);
         let key = SelectKey {
-            client_ip: None,
             uri: "/a",
+            ..Default::default()
         };
         let first = s.pick(&b, &key, |_| true).unwrap();
         assert_eq!(s.pick(&b, &key, |_| true), Some(first));

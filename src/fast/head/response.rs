@@ -135,6 +135,7 @@ pub struct Added<'a> {
     pub request_id: &'a [u8],
     pub hsts: Option<&'a str>,
     pub date: &'a [u8],
+    pub set_cookie: Option<&'a str>,
 }
 
 impl<'a> Added<'a> {
@@ -143,6 +144,7 @@ impl<'a> Added<'a> {
             request_id: self.request_id,
             hsts: self.hsts,
             date: self.date,
+            set_cookie: self.set_cookie,
         }
     }
 }
@@ -219,6 +221,7 @@ mod tests {
             request_id: b"id",
             hsts: None,
             date: b"D",
+            set_cookie: None,
         };
         write_client_response(&mut out, &resp, &added);
         assert_eq!(
@@ -270,6 +273,7 @@ mod tests {
                 request_id: b"id",
                 hsts: None,
                 date: b"D",
+                set_cookie: None,
             };
             write_client_response(&mut out, &resp, &added);
             (String::from_utf8(out).unwrap(), resp.close)

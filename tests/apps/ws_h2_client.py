@@ -28,7 +28,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, TextMessage
 from wsproto.frame_protocol import CloseReason
 
@@ -150,8 +150,10 @@ class Client:
                 if getattr(ev, "stream_id", None) != self.stream:
                     continue
                 if isinstance(ev, h2.events.DataReceived):
-                    self.ws.receive_data(ev.data)
-                    self.pending.extend(self.ws.events())
+                    # After a close frame, only the stream's end may follow.
+                    if ev.data and self.ws.state != ConnectionState.CLOSED:
+                        self.ws.receive_data(ev.data)
+                        self.pending.extend(self.ws.events())
                 elif isinstance(ev, h2.events.StreamEnded):
                     self.ended = True
                 elif isinstance(ev, h2.events.StreamReset):

@@ -195,6 +195,14 @@ async fn refusals_are_answers_not_resets() {
     let (status, got) = c.open("/ws").await;
     assert_eq!(status, 200, "{got}\n{}", proxy.stderr());
     c.echo(3, "after", &proxy).await;
+
+    // CONNECT reaches rproxy's own rules now; over HTTP/1.1 it stays refused.
+    let h1 = common::raw_request(
+        proxy.http_addr(),
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(common::raw_status(&h1), 405, "HTTP/1.1 CONNECT: {h1}");
 }
 
 #[tokio::test]

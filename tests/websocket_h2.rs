@@ -1,8 +1,8 @@
 //! WebSocket over HTTP/2 (RFC 8441) through rproxy, against the real uvicorn/FastAPI echo app
 //! (`examples/fastapi`), with the Python `h2` + `wsproto` client `tests/apps/ws_h2_client.py`:
 //! the SETTINGS_ENABLE_CONNECT_PROTOCOL advertisement, echoes over TLS (ALPN h2) and h2c, an
-//! upstream refusal relayed, refused CONNECTs, a tunnel that outlives reloads, and the idle
-//! timeout.
+//! upstream refusal relayed, refused CONNECTs, a tunnel that outlives reloads, the idle
+//! timeout, and graceful shutdown.
 
 mod common;
 
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::python_apps::{repo_dir, require_python_deps, PyApp};
 use common::tls::TestCert;
+use common::whole::start_whole;
 use common::{wait_until, Proxy};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -96,6 +97,13 @@ impl H2Ws {
         (got["status"].as_u64().unwrap_or(0), got)
     }
 
+    /// `open /ws`, which must succeed (`200`); returns the answer.
+    async fn open_ws(&mut self, proxy: &Proxy) -> Value {
+        let (status, got) = self.open("/ws").await;
+        assert_eq!(status, 200, "{got}\n--- stderr ---\n{}", proxy.stderr());
+        got
+    }
+
     /// `n` echoes on the open WebSocket; panics with rproxy's log unless all come back.
     async fn echo(&mut self, n: usize, tag: &str, proxy: &Proxy) {
         let got = self.cmd(&format!("echo {n} {tag}")).await;
@@ -134,8 +142,7 @@ async fn echo_over_tls_h2_and_h2c() {
         Some(1),
         "SETTINGS_ENABLE_CONNECT_PROTOCOL over TLS: {settings}"
     );
-    let (status, got) = tls.open("/ws").await;
-    assert_eq!(status, 200, "{got}\n{}", proxy.stderr());
+    let got = tls.open_ws(&proxy).await;
     for name in ["sec-websocket-accept", "upgrade", "connection"] {
         assert!(got["headers"].get(name).is_none(), "{name} in {got}");
     }
@@ -161,12 +168,10 @@ async fn echo_over_tls_h2_and_h2c() {
         Some(1),
         "h2c: {settings}"
     );
-    let (status, got) = h2c.open("/ws").await;
-    assert_eq!(status, 200, "{got}\n{}", proxy.stderr());
+    h2c.open_ws(&proxy).await;
     h2c.echo(100, "h2c", &proxy).await;
     // A second WebSocket on the same connection, beside the first.
-    let (status, got) = h2c.open("/ws").await;
-    assert_eq!(status, 200, "second stream: {got}");
+    h2c.open_ws(&proxy).await;
     h2c.echo(10, "second", &proxy).await;
 }
 
@@ -192,8 +197,7 @@ async fn refusals_are_answers_not_resets() {
     );
 
     // The connection lived through all of it.
-    let (status, got) = c.open("/ws").await;
-    assert_eq!(status, 200, "{got}\n{}", proxy.stderr());
+    c.open_ws(&proxy).await;
     c.echo(3, "after", &proxy).await;
 
     // CONNECT reaches rproxy's own rules now; over HTTP/1.1 it stays refused.
@@ -210,8 +214,7 @@ async fn an_open_tunnel_outlives_reloads() {
     let app = echo_app().await;
     let mut proxy = Proxy::start(&yaml(&app, "1h")).await;
     let mut c = H2Ws::h2c(&proxy).await;
-    let (status, got) = c.open("/ws").await;
-    assert_eq!(status, 200, "{got}\n{}", proxy.stderr());
+    c.open_ws(&proxy).await;
     c.echo(50, "before", &proxy).await;
 
     // A rewrite that replaces the route table (a new route, the idle timeout changed).
@@ -241,8 +244,7 @@ async fn idle_timeout_closes_a_quiet_tunnel() {
     let app = echo_app().await;
     let proxy = Proxy::start(&yaml(&app, "1s")).await;
     let mut c = H2Ws::h2c(&proxy).await;
-    let (status, got) = c.open("/ws").await;
-    assert_eq!(status, 200, "{got}\n{}", proxy.stderr());
+    c.open_ws(&proxy).await;
 
     // Traffic every 0.4 s keeps it open past the idle timeout.
     let busy = Instant::now();
@@ -271,7 +273,58 @@ async fn idle_timeout_closes_a_quiet_tunnel() {
         "the closed tunnel is still counted"
     );
     // The connection itself serves on.
-    let (status, got) = c.open("/ws").await;
-    assert_eq!(status, 200, "{got}");
+    c.open_ws(&proxy).await;
     c.echo(2, "again", &proxy).await;
+}
+
+/// Graceful shutdown treats an HTTP/2 tunnel as it treats an HTTP/1.1 one: it keeps echoing
+/// while rproxy drains, and rproxy exits once it is closed, before the grace period is out.
+#[tokio::test]
+async fn an_open_tunnel_is_drained_on_sigterm() {
+    const GRACE: Duration = Duration::from_secs(6);
+    let app = echo_app().await;
+    let engine = match std::env::var("RPROXY_TEST_ENGINE").as_deref() {
+        Ok("pingora") => "  fast_path: false\n",
+        _ => "",
+    };
+    let body = yaml(&app, "1h");
+    let mut proxy = start_whole(
+        |_| {},
+        |p| {
+            format!(
+                "server:\n  threads: 2\n  grace_period: {}s\n{engine}listen:\n  http: \
+                 \"127.0.0.1:{}\"\n  admin: \"127.0.0.1:{}\"\n{body}",
+                GRACE.as_secs(),
+                p.http,
+                p.admin
+            )
+        },
+    )
+    .await;
+    let mut c = H2Ws::h2c(&proxy).await;
+    c.open_ws(&proxy).await;
+    c.echo(2, "before", &proxy).await;
+
+    proxy.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    for i in 0..5 {
+        let _ = c.cmd("wait 0.25").await;
+        c.echo(1, &format!("draining-{i}"), &proxy).await;
+    }
+    assert!(
+        proxy.try_exit().is_none(),
+        "rproxy exited while an h2 WebSocket was open"
+    );
+    let closed = c.cmd("close").await;
+    assert_eq!(closed["closed"].as_u64(), Some(1000), "{closed}");
+    let status = proxy
+        .wait_exit(GRACE + Duration::from_secs(6))
+        .await
+        .unwrap_or_else(|| panic!("rproxy still running after the tunnel closed"));
+    assert!(status.success(), "exit status {status}\n{}", proxy.stderr());
+    let took = signalled.elapsed();
+    assert!(
+        took < GRACE,
+        "exit took {took:?}: the closed tunnel should end the drain before the grace period"
+    );
 }

@@ -33,12 +33,23 @@ from wsproto.events import CloseConnection, Message, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 
+class Graceful(h2.connection.H2Connection):
+    """After a graceful GOAWAY (NO_ERROR), the streams already open go on (RFC 9113 6.8), as
+    they do in browsers; the h2 package would close the whole connection."""
+
+    def _receive_goaway_frame(self, frame):
+        frames, events = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0:
+            self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return frames, events
+
+
 class Client:
     def __init__(self, sock, authority, scheme):
         self.sock = sock
         self.authority = authority
         self.scheme = scheme
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2 = Graceful(h2.config.H2Configuration(client_side=True))
         self.h2.initiate_connection()
         self.flush()
         self.stream = None

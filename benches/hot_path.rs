@@ -8,6 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use rproxy::config::{load_str, Loaded};
 use rproxy::proxy::headers::{upstream_request, Client};
+use rproxy::request::client::ClientAddr;
 use rproxy::request::Listener;
 use rproxy::routing::{Route, Target};
 use rproxy::upstream::SelectKey;
@@ -25,7 +26,7 @@ fn loaded(yaml: &str) -> Loaded {
 fn header_rewrite(c: &mut Criterion) {
     let route = Route::new("r".into(), "/", Target::Static(PathBuf::from(".")));
     let client = Client {
-        ip: Some("192.0.2.7".parse().expect("ip")),
+        addr: Some(ClientAddr::direct("192.0.2.7".parse().expect("ip"))),
         listener: Listener::Https,
         request_id: b"0123456789abcdef0123456789abcdef",
     };
@@ -57,7 +58,7 @@ fn fast_path_heads(c: &mut Criterion) {
         Date: Tue, 01 Dec 2026 22:00:00 GMT\r\nContent-Type: application/json\r\n\
         Content-Length: 89\r\nConnection: keep-alive\r\n\r\n";
     let client = Client {
-        ip: "192.0.2.7".parse().expect("ip"),
+        addr: ClientAddr::direct("192.0.2.7".parse().expect("ip")),
         proto: "http",
         request_id: b"0123456789abcdef0123456789abcdef",
     };

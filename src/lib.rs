@@ -11,6 +11,7 @@ pub mod fast;
 pub mod healthcheck;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod request;
 pub mod routing;

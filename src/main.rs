@@ -83,13 +83,11 @@ fn init_tracing(format: LogFormat) {
 /// Fails early, with the key path, when a listen address cannot be bound.
 fn preflight(loaded: &rproxy::config::Loaded) -> Result<(), String> {
     let l = &loaded.config.listen;
-    for (key, addr) in [("http", &l.http), ("https", &l.https), ("admin", &l.admin)] {
-        if let Some(addr) = addr {
-            std::net::TcpListener::bind(addr).map_err(|e| {
-                let hint = low_port_hint(addr, &e);
-                format!("listen.{key}: cannot listen on {addr}: {e}{hint}")
-            })?;
-        }
+    for (key, addr) in l.addrs() {
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            let hint = low_port_hint(addr, &e);
+            format!("listen.{key}: cannot listen on {addr}: {e}{hint}")
+        })?;
     }
     Ok(())
 }

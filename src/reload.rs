@@ -13,6 +13,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::config::model::{ListenAddr, ListenConfig};
 use crate::config::{self, Loaded};
 use crate::metrics;
 use crate::routing::compile::{certs_root, compile_with_certs};
@@ -148,12 +149,27 @@ fn warm_up(old: &Runtime, new: &Runtime) {
 /// Listeners and threads are bound at start: a change is reported, and the rest applies.
 fn keep_fixed_settings(at_start: &Loaded, loaded: &mut Loaded) {
     let (old, new) = (&at_start.config, &mut loaded.config);
-    let l = (&old.listen.http, &old.listen.https, &old.listen.admin);
-    if l != (&new.listen.http, &new.listen.https, &new.listen.admin) {
+    let addrs = |l: &ListenConfig| {
+        let addr = |a: &Option<ListenAddr>| a.as_ref().map(|a| a.addr.clone());
+        (addr(&l.http), addr(&l.https), l.admin.clone())
+    };
+    if addrs(&old.listen) != addrs(&new.listen) {
         tracing::warn!(
             "listen addresses changed: that needs a restart; the rest of the change applies"
         );
-        new.listen = old.listen.clone();
+        // `proxy_protocol` is read per connection, so it changes with the rest.
+        let keep = |old: &Option<ListenAddr>, new: &Option<ListenAddr>| {
+            let on = new.as_ref().is_some_and(|n| n.proxy_protocol);
+            old.clone().map(|a| ListenAddr {
+                proxy_protocol: on,
+                ..a
+            })
+        };
+        new.listen = ListenConfig {
+            http: keep(&old.listen.http, &new.listen.http),
+            https: keep(&old.listen.https, &new.listen.https),
+            admin: old.listen.admin.clone(),
+        };
     }
     if old.server.threads != new.server.threads {
         tracing::warn!(

@@ -11,15 +11,16 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
-use pingora_core::listeners::ListenerConfig;
+use pingora_core::listeners::{ListenerConfig, PreTlsProcess};
 use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::l4::stream::L4BufferSettings;
+use pingora_core::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
+use pingora_error::{Error, ErrorType};
 use pingora_proxy::HttpProxy;
 use pingora_timeout::fast_timeout::fast_timeout;
 
@@ -30,6 +31,7 @@ use crate::config::Loaded;
 use crate::fast;
 use crate::metrics;
 use crate::proxy::Proxy;
+use crate::proxy_protocol;
 use crate::reload::{ReloadService, Reloader};
 use crate::request::Listener;
 use crate::routing::compile::Compiled;
@@ -156,6 +158,7 @@ struct Edge {
     h2c: Option<Arc<Timed>>,
     /// Our own HTTP/1.1 path, which hands pingora what it does not take.
     fast: Arc<fast::Engine>,
+    kind: Listener,
     listener: &'static str,
     state: Arc<State>,
     /// Connections open on this listener.
@@ -204,6 +207,7 @@ impl ServerApp for Edge {
             None if fast => return self.fast_h1(stream, accepted, shutdown).await,
             None => (stream, &self.h1),
             Some(h2c) => {
+                let stream = proxy_header_plain(&self.state, self.kind, stream).await?;
                 let deadline = self.state.peek().settings.header_timeout;
                 match sniff::sniff(stream, deadline).await {
                     (Some(s), sniff::Start::H2c) => (s, h2c),
@@ -247,6 +251,51 @@ impl Edge {
     }
 }
 
+/// What runs on a TLS connection before its handshake: the PROXY protocol header, then the peek
+/// at the ClientHello for ACME TLS-ALPN-01 validations (a no-op without them).
+struct BeforeTls {
+    state: Arc<State>,
+    acme: AlpnResponder,
+}
+
+#[async_trait]
+impl PreTlsProcess for BeforeTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora_error::Result<()> {
+        if let Err(refused) = proxy_header(&self.state, Listener::Https, stream).await {
+            return Error::e_explain(ErrorType::ConnectionClosed, refused.to_string());
+        }
+        self.acme.process(stream).await
+    }
+}
+
+/// Reads the PROXY protocol header of a connection to `listener`, when it takes them.
+async fn proxy_header(
+    state: &State,
+    listener: Listener,
+    l4: &mut L4Stream,
+) -> Result<(), proxy_protocol::Refused> {
+    let rt = state.runtime();
+    if !rt.settings.proxy_protocol(listener) {
+        return Ok(());
+    }
+    let (trusted, deadline) = (&rt.settings.trusted_proxies, rt.settings.header_timeout);
+    let read = proxy_protocol::accept(l4, trusted, deadline).await;
+    if let Err(refused) = &read {
+        tracing::warn!(listener = listener.proto(), "connection closed: {refused}");
+    }
+    read
+}
+
+/// As `proxy_header`, for a plain connection.
+async fn proxy_header_plain(state: &State, listener: Listener, stream: Stream) -> Option<Stream> {
+    if !state.peek().settings.proxy_protocol(listener) {
+        return Some(stream);
+    }
+    let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+    proxy_header(state, listener, &mut l4).await.ok()?;
+    Some(l4)
+}
+
 /// Starts health probes for every pool of the published configuration, including pools that a
 /// later publish adds.
 struct Supervisor {
@@ -283,23 +332,25 @@ pub fn build_server(
     server.bootstrap();
     let conf = server.configuration.clone();
 
-    if let Some(addr) = &c.listen.http {
+    if let Some(listen) = &c.listen.http {
         let mut service = proxy_service(&conf, &state, Listener::Http);
-        service.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(l4_buffer()));
+        service.add_listener(ListenerConfig::tcp(listen.addr.as_str()).l4_buffer(l4_buffer()));
         server.add_service(service);
     }
-    if let (Some(addr), Some(resolver)) = (&c.listen.https, resolver) {
+    if let (Some(listen), Some(resolver)) = (&c.listen.https, resolver) {
         let mut service = proxy_service(&conf, &state, Listener::Https);
-        // Peeks each ClientHello for ACME TLS-ALPN-01 validations (a no-op without them).
         service
             .endpoints()
-            .set_pre_tls_callback(Arc::new(AlpnResponder {
+            .set_pre_tls_callback(Arc::new(BeforeTls {
                 state: state.clone(),
+                acme: AlpnResponder {
+                    state: state.clone(),
+                },
             }));
         let settings =
             tls::listener_settings(resolver).map_err(|e| BuildError::Tls(e.to_string()))?;
         service.add_listener(
-            ListenerConfig::tcp(addr.as_str())
+            ListenerConfig::tcp(listen.addr.as_str())
                 .tls(settings)
                 .l4_buffer(l4_buffer()),
         );
@@ -310,7 +361,7 @@ pub fn build_server(
         let listeners = proxies
             .into_iter()
             .flatten()
-            .filter_map(|a| a.parse().ok())
+            .filter_map(|l| l.addr.parse().ok())
             .collect();
         let admin = Arc::new(Admin::new(state.clone(), addr, listeners));
         let mut service = background_service("admin", AdminService { admin });
@@ -372,6 +423,7 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
         h1: app(false),
         h2c,
         fast,
+        kind: listener,
         listener: listener.proto(),
         state: state.clone(),
         open: Arc::default(),

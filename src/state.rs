@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::request::client::TrustedProxies;
+use crate::request::Listener;
 use crate::routing::RouteTable;
 use crate::tls::CertResolver;
 use crate::upstream::Pool;
@@ -23,6 +25,22 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Requests may take rproxy's own path (`server.fast_path`).
     pub fast_path: bool,
+    /// Peers believed about the client (`server.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
+    /// Connections to the http listener start with a PROXY protocol header.
+    pub proxy_protocol_http: bool,
+    /// Connections to the https listener start with a PROXY protocol header.
+    pub proxy_protocol_https: bool,
+}
+
+impl Settings {
+    /// Do connections to `listener` start with a PROXY protocol header?
+    pub fn proxy_protocol(&self, listener: Listener) -> bool {
+        match listener {
+            Listener::Http => self.proxy_protocol_http,
+            Listener::Https => self.proxy_protocol_https,
+        }
+    }
 }
 
 /// One compiled configuration: immutable once published.

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// request through pingora's proxy (a fallback, and how tests hold both engines to one rule).
     #[serde(default = "defaults::fast_path")]
     pub fast_path: bool,
+    /// Peers (addresses or CIDRs) believed about the client: their PROXY protocol headers and
+    /// X-Forwarded-For name it (nginx's `set_real_ip_from`). Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             body_timeout: defaults::body_timeout(),
             max_header_size: defaults::max_header_size(),
             fast_path: defaults::fast_path(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -70,9 +75,32 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    pub http: Option<String>,
-    pub https: Option<String>,
+    pub http: Option<ListenAddr>,
+    pub https: Option<ListenAddr>,
     pub admin: Option<String>,
+}
+
+impl ListenConfig {
+    /// Every listener's key and address.
+    pub fn addrs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        fn proxy(l: &Option<ListenAddr>) -> Option<&str> {
+            l.as_ref().map(|l| l.addr.as_str())
+        }
+        let keyed = [
+            ("http", proxy(&self.http)),
+            ("https", proxy(&self.https)),
+            ("admin", self.admin.as_deref()),
+        ];
+        keyed.into_iter().filter_map(|(k, a)| Some((k, a?)))
+    }
+}
+
+/// A proxy listener: `host:port`, or `{ addr: host:port, proxy_protocol: true }` when a load
+/// balancer in front sends a PROXY protocol header before each connection's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub addr: String,
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -391,6 +419,44 @@ impl<'de> Deserialize<'de> for Size {
 impl<'de> Deserialize<'de> for StatusRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_scalar(d, "a status range like 200-399", parse_status_range)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AddrVisitor;
+        impl<'de> Visitor<'de> for AddrVisitor {
+            type Value = ListenAddr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`host:port` or `{ addr: host:port, proxy_protocol: true }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListenAddr, E> {
+                Ok(ListenAddr {
+                    addr: v.to_string(),
+                    proxy_protocol: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ListenAddr, A::Error> {
+                let (mut addr, mut proxy_protocol) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "addr" => addr = Some(map.next_value::<String>()?),
+                        "proxy_protocol" => proxy_protocol = Some(map.next_value::<bool>()?),
+                        other => {
+                            return Err(de::Error::unknown_field(
+                                other,
+                                &["addr", "proxy_protocol"],
+                            ))
+                        }
+                    }
+                }
+                Ok(ListenAddr {
+                    addr: addr.ok_or_else(|| de::Error::missing_field("addr"))?,
+                    proxy_protocol: proxy_protocol.unwrap_or(false),
+                })
+            }
+        }
+        d.deserialize_any(AddrVisitor)
     }
 }
 

@@ -11,6 +11,7 @@ use super::model::{
     AcmeConfig, Config, RouteConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
 };
 use super::{did_you_mean, Loaded, Problem};
+use crate::request::client::TrustedProxies;
 use crate::upstream::peer::ClientTls;
 
 /// Checks everything that can be checked without starting anything. For a file that did not
@@ -60,14 +61,13 @@ fn check_duplicate_routes(loaded: &Loaded, p: &mut Vec<Problem>) {
 
 fn check_listen(c: &Config, p: &mut Vec<Problem>) {
     let l = &c.listen;
-    for (key, addr) in [("http", &l.http), ("https", &l.https), ("admin", &l.admin)] {
-        if let Some(a) = addr {
-            if a.parse::<SocketAddr>().is_err() {
-                p.push(Problem::at(
-                    format!("listen.{key}"),
-                    format!("`{a}` is not an address like 0.0.0.0:80 or [::]:443"),
-                ));
-            }
+    let addrs: Vec<(&str, &str)> = l.addrs().collect();
+    for (key, a) in &addrs {
+        if a.parse::<SocketAddr>().is_err() {
+            p.push(Problem::at(
+                format!("listen.{key}"),
+                format!("`{a}` is not an address like 0.0.0.0:80 or [::]:443"),
+            ));
         }
     }
     if l.http.is_none() && l.https.is_none() {
@@ -76,13 +76,10 @@ fn check_listen(c: &Config, p: &mut Vec<Problem>) {
             "set at least one of listen.http and listen.https",
         ));
     }
-    let addrs: Vec<&String> = [&l.http, &l.https, &l.admin]
-        .into_iter()
-        .flatten()
-        .collect();
-    if addrs.iter().collect::<HashSet<_>>().len() != addrs.len() {
+    if addrs.iter().map(|(_, a)| a).collect::<HashSet<_>>().len() != addrs.len() {
         p.push(Problem::at("listen", "two listeners share one address"));
     }
+    check_real_ip(c, p);
     if c.server.max_connections == Some(0) {
         p.push(Problem::at("server.max_connections", "must be at least 1"));
     }
@@ -97,6 +94,29 @@ fn check_listen(c: &Config, p: &mut Vec<Problem>) {
     }
     if c.server.header_timeout.0.is_zero() {
         p.push(Problem::at("server.header_timeout", "must be more than 0"));
+    }
+}
+
+/// `server.trusted_proxies` parses, and a PROXY protocol listener has someone to trust.
+fn check_real_ip(c: &Config, p: &mut Vec<Problem>) {
+    for (i, entry) in c.server.trusted_proxies.iter().enumerate() {
+        if let Err(e) = TrustedProxies::parse(std::slice::from_ref(entry)) {
+            p.push(Problem::at(
+                format!("server.trusted_proxies[{i}]"),
+                e.to_string(),
+            ));
+        }
+    }
+    let l = &c.listen;
+    for (key, listen) in [("http", &l.http), ("https", &l.https)] {
+        if listen.as_ref().is_some_and(|l| l.proxy_protocol) && c.server.trusted_proxies.is_empty()
+        {
+            p.push(Problem::at(
+                format!("listen.{key}.proxy_protocol"),
+                "needs server.trusted_proxies: the balancers whose PROXY headers are believed \
+                 (0.0.0.0/0 and ::/0 to believe any peer)",
+            ));
+        }
     }
 }
 

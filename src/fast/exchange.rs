@@ -3,7 +3,7 @@
 //! connection, retries decided by `crate::request::failure`), then the response passed on by
 //! `relay.rs`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +17,9 @@ use super::body::ChunkError;
 use super::head::{self, Added, BadResponse, Client, Request, ResponseHead};
 use super::relay::Relay;
 use super::timer::{Elapsed, Timer};
-use super::{buffers, pool, Engine, Forward, Plan};
+use super::{buffers, pool, Admitted, Engine, Forward, Plan};
 use crate::request::access::{self, Entry};
+use crate::request::client::ClientAddr;
 use crate::request::failure::{Attempts, Next as AfterFailure};
 use crate::request::id::RequestId;
 use crate::request::{local, Failure};
@@ -33,7 +34,6 @@ pub(super) const UP_BUFFER: usize = buffers::SIZE;
 pub(super) trait Downstream {
     /// Chunked bodies are passed on decoded (HTTP/2) instead of as they are (HTTP/1.1).
     const DECODES: bool;
-    fn ip(&self) -> IpAddr;
     /// The server is shutting down: do not keep the connection.
     fn draining(&self) -> bool;
     /// Writes a whole response rproxy makes itself; false when the client is gone.
@@ -125,8 +125,9 @@ pub(super) async fn run<D: Downstream>(
     req: &Request<'_>,
     body: &[u8],
     rest: u64,
-    plan: Plan,
+    admitted: Admitted,
 ) -> Next {
+    let Admitted { client, plan } = admitted;
     let id = RequestId::of(req.request_id);
     let id = id.as_bytes();
     let mut rec = Record {
@@ -152,7 +153,7 @@ pub(super) async fn run<D: Downstream>(
         }
         Plan::Forward(fwd) => {
             let (route, pool) = (fwd.route.clone(), fwd.pool.clone());
-            let next = forward(engine, d, up, req, body, rest, fwd, id, &mut rec).await;
+            let next = forward(engine, d, up, req, body, rest, fwd, client, id, &mut rec).await;
             (route, pool, next)
         }
     };
@@ -160,7 +161,7 @@ pub(super) async fn run<D: Downstream>(
     buffers::give_vec(std::mem::take(&mut up.out));
     let error = rec.error.as_ref().map(|e| e as &dyn std::fmt::Display);
     access::log(&Entry {
-        client: Some(d.ip()),
+        client: Some(client.ip),
         method: req.method,
         host: req.host,
         path: req.path(),
@@ -218,6 +219,7 @@ async fn forward<D: Downstream>(
     body: &[u8],
     rest: u64,
     fwd: Forward,
+    addr: ClientAddr,
     id: &[u8],
     rec: &mut Record,
 ) -> Next {
@@ -229,7 +231,7 @@ async fn forward<D: Downstream>(
         _inflight,
     } = fwd;
     let client = Client {
-        ip: d.ip(),
+        addr,
         proto: engine.listener.proto(),
         request_id: id,
     };
@@ -282,7 +284,7 @@ async fn forward<D: Downstream>(
             AfterFailure::Elsewhere => {
                 fresh = false;
                 let key = SelectKey {
-                    client_ip: Some(d.ip()),
+                    client_ip: Some(addr.ip),
                     uri: req.target,
                 };
                 match pool.select(&key, attempts.tried()) {

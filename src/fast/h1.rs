@@ -189,10 +189,6 @@ impl Engine {
 impl Downstream for Conn {
     const DECODES: bool = false;
 
-    fn ip(&self) -> IpAddr {
-        self.ip
-    }
-
     fn draining(&self) -> bool {
         *self.shutdown.borrow()
     }

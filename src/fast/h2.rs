@@ -2,7 +2,6 @@
 //! can take (routed upstream, no body or a small one of declared length) is answered here, any
 //! other is handed back untouched for pingora's proxy.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,7 +20,6 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One HTTP/2 stream as the client side of an exchange.
 struct Stream<'s> {
     session: &'s mut ServerSession,
-    ip: IpAddr,
     /// The stream was reset after its head went out.
     aborted: bool,
     /// The response head `prepare_head` made, until it is sent.
@@ -69,7 +67,6 @@ impl Engine {
         };
         let mut stream = Stream {
             session: &mut session,
-            ip,
             aborted: false,
             head: None,
         };
@@ -120,10 +117,6 @@ async fn read_whole_body(
 
 impl Downstream for Stream<'_> {
     const DECODES: bool = true;
-
-    fn ip(&self) -> IpAddr {
-        self.ip
-    }
 
     fn draining(&self) -> bool {
         false

@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 pub use h1::Left;
 
+use crate::request::client::{client_of, ClientAddr};
 use crate::request::limits::{self, Refusal};
 use crate::request::Listener;
 use crate::routing::{InflightGuard, Route, Target};
@@ -71,6 +72,12 @@ enum Plan {
     Forward(Forward),
 }
 
+/// What `admit` decided, for whom.
+struct Admitted {
+    client: ClientAddr,
+    plan: Plan,
+}
+
 impl Engine {
     /// The route of a request the fast path can take, or `None` for pingora's path. No side
     /// effects, so the request can still go elsewhere untouched.
@@ -98,8 +105,15 @@ impl Engine {
         Some(Routed { rt, route, pool })
     }
 
-    /// Applies the route's limits and picks a server: from here on the request is ours.
-    fn admit(&self, routed: Routed, req: &Request, ip: IpAddr) -> Plan {
+    /// Applies the route's limits and picks a server for the request `req` from `peer`: from
+    /// here on the request is ours.
+    fn admit(&self, routed: Routed, req: &Request, peer: IpAddr) -> Admitted {
+        let client = client_of(peer, req, &routed.rt.settings.trusted_proxies);
+        let plan = Self::plan(routed, req, client.ip);
+        Admitted { client, plan }
+    }
+
+    fn plan(routed: Routed, req: &Request, ip: IpAddr) -> Plan {
         let Routed { rt, route, pool } = routed;
         let inflight = match limits::admission(&route, Some(ip)) {
             Ok(guard) => guard,

@@ -1,6 +1,7 @@
 //! Per-request state carried between the pingora phases of one request, and its access-log
 //! record when it ends.
 
+use crate::request::client::ClientAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub stream_turn: Option<crate::upstream::peer::HeldTurn>,
     /// The upstream's `grpc-status` (in the response head or its trailers).
     pub grpc_status: Option<u16>,
+    /// The client and the connection's peer, once the request head is in.
+    pub client: Option<ClientAddr>,
 }
 
 impl Default for Ctx {
@@ -63,6 +66,7 @@ impl Default for Ctx {
             upstream_header: None,
             stream_turn: None,
             grpc_status: None,
+            client: None,
         }
     }
 }
@@ -73,6 +77,11 @@ impl Ctx {
     }
 
     /// The request id as text (always printable ASCII).
+    /// The client's address (`request::client`), once the request head is in.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.client.map(|c| c.ip)
+    }
+
     pub fn request_id_str(&self) -> &str {
         self.request_id.to_str().unwrap_or("")
     }
@@ -90,7 +99,7 @@ impl Ctx {
         let status = e.map_or(written, |e| Failure::from_pingora(e).logged_status(written));
         let error = e.map(|e| e as &dyn std::fmt::Display);
         access::log(&Entry {
-            client: super::client_ip(session),
+            client: self.client_ip().or_else(|| super::peer_ip(session)),
             method: req.method.as_str(),
             host: request_host(req),
             path: req.uri.path(),

@@ -2,19 +2,19 @@
 //! request an upstream gets (for pingora's upstream writer, or as bytes for a WebSocket
 //! handshake) and the response a client gets.
 
-use std::net::IpAddr;
-
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::respond::http_error;
-use crate::request::headers::{self, forward_request, forward_response, Forwarding, Upgrade};
+use crate::request::headers::{
+    self, forward_request, forward_response, ClientAddr, Forwarding, Upgrade,
+};
 use crate::request::Listener;
 use crate::routing::Route;
 
 /// What the forwarded request says about its client.
 pub struct Client<'a> {
-    pub ip: Option<IpAddr>,
+    pub addr: Option<ClientAddr>,
     pub listener: Listener,
     pub request_id: &'a [u8],
 }
@@ -25,7 +25,7 @@ fn forwarding<'a>(
     upgrade: Upgrade<'a>,
 ) -> Forwarding<'a> {
     Forwarding {
-        client_ip: client.ip,
+        client: client.addr,
         proto: client.listener.proto(),
         host: headers::request_host(req).as_bytes(),
         request_id: client.request_id,

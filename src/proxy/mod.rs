@@ -22,6 +22,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::Ctx;
 
+use crate::request::client::{client_of, ClientAddr};
 use crate::request::failure::{Attempts, Next};
 use crate::request::framing::{request_framing, RawHead};
 use crate::request::headers::{self as rules, request_host};
@@ -40,11 +41,18 @@ pub struct Proxy {
     pub state: Arc<State>,
 }
 
-pub(crate) fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The connection's peer (the client a PROXY protocol header named, if one did).
+pub(crate) fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The client of the request in `session`, as `request::client` decides it.
+fn client_addr(session: &Session, rt: &Runtime) -> Option<ClientAddr> {
+    let trusted = &rt.settings.trusted_proxies;
+    peer_ip(session).map(|peer| client_of(peer, &session.req_header().headers, trusted))
 }
 
 /// The status of the final response head written to the client, if one was (a `100 Continue`
@@ -136,7 +144,7 @@ impl Proxy {
         };
         let req = session.req_header();
         let key = SelectKey {
-            client_ip: client_ip(session),
+            client_ip: ctx.client_ip(),
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         };
         match pool.select(&key, ctx.attempts.tried()) {
@@ -155,7 +163,7 @@ impl Proxy {
         ctx: &mut Ctx,
         route: &Arc<Route>,
     ) -> Result<Option<bool>> {
-        match limits::admission(route, client_ip(session)) {
+        match limits::admission(route, ctx.client_ip()) {
             Ok(guard) => ctx.inflight = Some(guard),
             Err(refusal) => return self.refuse(session, ctx, refusal).await.map(Some),
         }
@@ -235,9 +243,9 @@ impl Proxy {
     }
 
     /// What the request forwarded for `session` says about its client.
-    fn client<'a>(&self, session: &Session, ctx: &'a Ctx) -> Client<'a> {
+    fn client<'a>(&self, ctx: &'a Ctx) -> Client<'a> {
         Client {
-            ip: client_ip(session),
+            addr: ctx.client,
             listener: self.listener,
             request_id: ctx.request_id.as_bytes(),
         }
@@ -267,8 +275,9 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.state.runtime();
         ctx.runtime = Some(rt.clone());
+        ctx.client = client_addr(session, &rt);
         if let Some(why) = framing_problem(session) {
-            tracing::warn!(client = ?client_ip(session), "refused: {why}");
+            tracing::warn!(client = ?ctx.client_ip(), "refused: {why}");
             session.set_keepalive(None);
             return self
                 .local(session, ctx, 400, &[("connection", "close")])
@@ -416,7 +425,7 @@ impl ProxyHttp for Proxy {
         // The version (and whether HEADERS may end the stream) are pingora's to say: HTTP/2 to
         // an h2 or h2c pool.
         let (version, end_stream) = (req.version, req.send_end_stream());
-        *req = headers::upstream_request(session.req_header(), &self.client(session, ctx), &route)?;
+        *req = headers::upstream_request(session.req_header(), &self.client(ctx), &route)?;
         req.set_version(version);
         if let Some(end) = end_stream {
             req.set_send_end_stream(end);

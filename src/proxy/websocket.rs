@@ -83,12 +83,7 @@ impl Proxy {
             },
             None => Upgrade::Client,
         };
-        let head = headers::handshake(
-            session.req_header(),
-            &self.client(session, ctx),
-            route,
-            upgrade,
-        );
+        let head = headers::handshake(session.req_header(), &self.client(ctx), route, upgrade);
         let timeouts = Timeouts {
             connect: pool.peer.connect_timeout,
             handshake: pool.peer.read_timeout,

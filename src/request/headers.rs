@@ -4,8 +4,7 @@
 //! headers) and for the response a client gets (hop-by-hop dropped; Date, X-Request-Id and HSTS
 //! ours). Engines feed the lines in (`Lines`) and write what comes out (`HeaderSink`).
 
-use std::net::IpAddr;
-
+pub use super::client::ClientAddr;
 pub use super::lines::{
     connection_tokens, kind, parse_length, Digits, HeaderSink, IpText, Kind, Kinded, Lines,
 };
@@ -134,7 +133,8 @@ pub fn set_by_route(route: &Route, name: &str) -> bool {
 /// What the forwarded request says about its client and body.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
-    pub client_ip: Option<IpAddr>,
+    /// The client and the connection's peer (`client::client_of`).
+    pub client: Option<ClientAddr>,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The Host (or :authority) the client sent, port included.
@@ -230,17 +230,17 @@ pub fn forward_request<L: Lines + ?Sized, S: HeaderSink>(
     if !cookies.is_empty() && ours("cookie") {
         out.joined(b"cookie", &cookies, b"; ");
     }
-    let ip = f.client_ip.map(IpText::new);
+    let peer = f.client.map(|c| IpText::new(c.peer));
     if ours("x-forwarded-for") {
-        if let Some(ip) = &ip {
-            xff.push(ip.as_bytes());
+        if let Some(peer) = &peer {
+            xff.push(peer.as_bytes());
         }
         if !xff.is_empty() {
             out.joined(b"x-forwarded-for", &xff, b", ");
         }
     }
-    if let Some(ip) = ip.as_ref().filter(|_| ours("x-real-ip")) {
-        out.header(b"x-real-ip", ip.as_bytes());
+    if let Some(c) = f.client.filter(|_| ours("x-real-ip")) {
+        out.header(b"x-real-ip", IpText::new(c.ip).as_bytes());
     }
     let host = (!f.host.is_empty()).then_some(f.host);
     let added = [
@@ -351,7 +351,7 @@ mod tests {
 
     fn forwarding(host: &'static [u8]) -> Forwarding<'static> {
         Forwarding {
-            client_ip: Some("192.0.2.7".parse().unwrap()),
+            client: Some(ClientAddr::direct("192.0.2.7".parse().unwrap())),
             proto: "https",
             host,
             request_id: b"id1",

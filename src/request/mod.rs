@@ -1,14 +1,15 @@
 //! What rproxy decides about a request, whichever engine carries its bytes: which headers cross
-//! the proxy both ways (`headers`), whether a body's framing is acceptable (`framing`), the
-//! route's limits and the answers given before routing (`limits`), why an upstream attempt
-//! failed and what follows from it: status, retry, ejection (`failure`), the responses rproxy
-//! writes itself (`local`), request ids (`id`), the access-log record (`access`) and what
-//! makes a WebSocket of an HTTP/2 CONNECT (`websocket`).
+//! the proxy both ways (`headers`), who the client is (`client`), whether a body's framing is
+//! acceptable (`framing`), the route's limits and the answers given before routing (`limits`),
+//! why an upstream attempt failed and what follows from it: status, retry, ejection
+//! (`failure`), the responses rproxy writes itself (`local`), request ids (`id`), the
+//! access-log record (`access`) and what makes a WebSocket of an HTTP/2 CONNECT (`websocket`).
 //!
 //! Two engines call these rules: rproxy's own (`crate::fast`) and pingora's `ProxyHttp`
 //! (`crate::proxy`). An engine reads and writes bytes; neither imports the other.
 
 pub mod access;
+pub mod client;
 pub mod failure;
 pub mod framing;
 pub mod grpc;

@@ -13,6 +13,7 @@ use super::{Route, RouteTable, Target};
 use crate::acme::{directory_url, AcmeSettings, Challenge};
 use crate::config::model::{RouteConfig, UpstreamConfig};
 use crate::config::{ConfigError, Loaded, Problem};
+use crate::request::client::TrustedProxies;
 use crate::state::{Runtime, Settings};
 use crate::tls::CertStore;
 use crate::upstream::peer::ClientTls;
@@ -75,8 +76,8 @@ pub fn compile_with_certs(
     let https_port = c
         .listen
         .https
-        .as_deref()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .as_ref()
+        .and_then(|a| a.addr.parse::<SocketAddr>().ok())
         .map(|a| a.port());
     let redirect_https = https_port.filter(|_| c.tls.redirect_http.unwrap_or(true));
     let settings = Settings {
@@ -87,6 +88,10 @@ pub fn compile_with_certs(
         grace_period: c.server.grace_period.0,
         max_connections: c.server.max_connections,
         fast_path: c.server.fast_path,
+        // Checked by `validate`.
+        trusted_proxies: TrustedProxies::parse(&c.server.trusted_proxies).unwrap_or_default(),
+        proxy_protocol_http: c.listen.http.as_ref().is_some_and(|l| l.proxy_protocol),
+        proxy_protocol_https: c.listen.https.as_ref().is_some_and(|l| l.proxy_protocol),
     };
     Ok(Compiled {
         runtime: Runtime {

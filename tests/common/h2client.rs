@@ -86,7 +86,7 @@ impl H2 {
         H2::handshake(tls, format!("https://{name}:{port}")).await
     }
 
-    async fn handshake<T>(io: T, base: String) -> H2
+    pub async fn handshake<T>(io: T, base: String) -> H2
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {

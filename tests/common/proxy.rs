@@ -25,6 +25,7 @@ pub struct ProxyBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     wait_ready: bool,
+    proxy_protocol: bool,
 }
 
 impl Default for ProxyBuilder {
@@ -47,6 +48,7 @@ impl ProxyBuilder {
             env: Vec::new(),
             args: Vec::new(),
             wait_ready: true,
+            proxy_protocol: false,
         }
     }
 
@@ -102,6 +104,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// The http and https listeners take PROXY protocol headers (`proxy_protocol: true`).
+    pub fn proxy_protocol(mut self) -> Self {
+        self.proxy_protocol = true;
+        self
+    }
+
     /// Don't wait for `/readyz` (for tests that expect startup to fail).
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;
@@ -126,9 +134,13 @@ impl ProxyBuilder {
             yaml.push_str(&format!("  {line}\n"));
         }
         yaml.push_str("listen:\n");
-        yaml.push_str(&format!("  http: \"127.0.0.1:{http}\"\n"));
+        let listen = |port: u16| match self.proxy_protocol {
+            true => format!("{{ addr: \"127.0.0.1:{port}\", proxy_protocol: true }}"),
+            false => format!("\"127.0.0.1:{port}\""),
+        };
+        yaml.push_str(&format!("  http: {}\n", listen(http)));
         if let Some(p) = https {
-            yaml.push_str(&format!("  https: \"127.0.0.1:{p}\"\n"));
+            yaml.push_str(&format!("  https: {}\n", listen(p)));
         }
         yaml.push_str(&format!("  admin: \"127.0.0.1:{admin}\"\n"));
         match (&self.tls_yaml, self.https) {

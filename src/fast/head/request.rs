@@ -1,11 +1,10 @@
 //! The client's request head: parsed from HTTP/1.1 bytes or taken from pingora's HTTP/2 parse,
 //! checked for what the fast path takes, and written for the upstream with forwarding headers.
 
-use std::net::IpAddr;
-
 use httparse::{Header, Status};
 
 use super::{Storage, MAX_HEADERS};
+use crate::request::client::ClientAddr;
 use crate::request::framing::{request_framing, BodyFraming};
 use crate::request::headers::{
     self, connection_tokens, Forwarding, Kind, Kinded, Lines as HeaderLines,
@@ -180,7 +179,7 @@ pub fn from_pingora<'a>(
 /// What the forwarded request says about its client.
 #[derive(Debug, Clone, Copy)]
 pub struct Client<'a> {
-    pub ip: IpAddr,
+    pub addr: ClientAddr,
     /// `http` or `https`.
     pub proto: &'static str,
     pub request_id: &'a [u8],
@@ -200,7 +199,7 @@ pub fn write_upstream_request(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let forwarding = Forwarding {
-        client_ip: Some(client.ip),
+        client: Some(client.addr),
         proto: client.proto,
         host: req.host.as_bytes(),
         request_id: client.request_id,
@@ -229,7 +228,7 @@ mod tests {
             HeaderValue::from_static("prod"),
         ));
         let client = Client {
-            ip: "192.0.2.7".parse().unwrap(),
+            addr: ClientAddr::direct("192.0.2.7".parse().unwrap()),
             proto: "https",
             request_id: b"id1",
         };

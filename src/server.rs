@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::listeners::{ListenerConfig, PreTlsProcess};
+use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
 use pingora_core::protocols::{Stream, ALPN};
@@ -133,6 +134,15 @@ impl HttpServerApp for Timed {
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         Some(&self.options)
+    }
+
+    /// pingora's HTTP/2 settings (its bounded header list and 100 concurrent streams), plus
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL: browsers then open WebSockets on the connection
+    /// (RFC 8441; `proxy/websocket.rs` carries them).
+    fn h2_options(&self) -> Option<H2Options> {
+        let mut options = default_h2_options();
+        options.enable_connect_protocol();
+        Some(options)
     }
 
     async fn http_cleanup(&self) {
@@ -394,8 +404,14 @@ fn proxy_service(conf: &Arc<ServerConf>, state: &Arc<State>, listener: Listener)
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
         options.h2_idle_timeout = Some(state.runtime().settings.keepalive_timeout);
+        let mut inner = pingora_proxy::http_proxy(conf, proxy);
+        // CONNECT reaches `request_filter`, which carries RFC 8441 WebSockets and refuses the
+        // rest (pingora would answer every CONNECT 405 itself).
+        let mut proxy_options = HttpServerOptions::default();
+        proxy_options.allow_connect_method_proxying = true;
+        inner.server_options = Some(proxy_options);
         Arc::new(Timed {
-            inner: Arc::new(pingora_proxy::http_proxy(conf, proxy)),
+            inner: Arc::new(inner),
             fast: engine.clone(),
             state: state.clone(),
             options,

@@ -49,7 +49,7 @@ async fn echo_over_wss() {
     let addr = proxy.https_addr();
 
     let url = format!("wss://a.test:{}/ws", addr.port());
-    // No ALPN: a WebSocket needs HTTP/1.1 (pingora has no RFC 8441).
+    // No ALPN: tungstenite speaks WebSocket over HTTP/1.1 (RFC 8441 is in websocket_h2.rs).
     let mut client = ws::connect_tls(addr, &url, client_config(&[&cert], &[]))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", proxy.stderr()));

@@ -6,7 +6,9 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::respond::http_error;
-use crate::request::headers::{self, forward_request, forward_response, ClientAddr, Forwarding};
+use crate::request::headers::{
+    self, forward_request, forward_response, ClientAddr, Forwarding, Upgrade,
+};
 use crate::request::Listener;
 use crate::routing::Route;
 
@@ -17,7 +19,11 @@ pub struct Client<'a> {
     pub request_id: &'a [u8],
 }
 
-fn forwarding<'a>(req: &'a RequestHeader, client: &Client<'a>, upgrade: bool) -> Forwarding<'a> {
+fn forwarding<'a>(
+    req: &'a RequestHeader,
+    client: &Client<'a>,
+    upgrade: Upgrade<'a>,
+) -> Forwarding<'a> {
     Forwarding {
         client: client.addr,
         proto: client.listener.proto(),
@@ -49,23 +55,33 @@ pub fn upstream_request(
     .map_err(|_| http_error(400, "bad path after strip_prefix"))?;
     forward_request(
         &req.headers,
-        &forwarding(req, client, false),
+        &forwarding(req, client, Upgrade::No),
         route,
         &mut out,
     );
     Ok(out)
 }
 
-/// A WebSocket handshake as the upstream gets it, in HTTP/1.1 bytes.
-pub fn handshake(req: &RequestHeader, client: &Client, route: &Route) -> Vec<u8> {
+/// A WebSocket handshake as the upstream gets it, in HTTP/1.1 bytes: the client's own
+/// (`Upgrade::Client`), or a `GET` made from an HTTP/2 extended CONNECT (`Upgrade::FromH2`).
+pub fn handshake<'a>(
+    req: &'a RequestHeader,
+    client: &Client<'a>,
+    route: &Route,
+    upgrade: Upgrade<'a>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(req.method.as_str().as_bytes());
+    let method = match upgrade {
+        Upgrade::FromH2 { .. } => "GET",
+        _ => req.method.as_str(),
+    };
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target(req, route).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     forward_request(
         &req.headers,
-        &forwarding(req, client, true),
+        &forwarding(req, client, upgrade),
         route,
         &mut out,
     );

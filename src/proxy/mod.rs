@@ -28,6 +28,7 @@ use crate::request::framing::{request_framing, RawHead};
 use crate::request::headers::{self as rules, request_host};
 use crate::request::id::RequestId;
 use crate::request::limits::{self, Refusal, ACME_CHALLENGE};
+use crate::request::websocket::{Connect, NOT_A_WEBSOCKET_ROUTE};
 use crate::request::{local, Failure, Listener};
 use crate::routing::{Route, Target};
 use crate::state::{Runtime, State};
@@ -208,8 +209,11 @@ impl Proxy {
             tracing::warn!(route = %route.name, upstream = %ctx.pool_name(), "no healthy server");
             return self.refuse(session, ctx, Refusal::NoServer).await;
         }
+        if websocket::connect_of(session.req_header()) == Connect::WebSocket {
+            return self.websocket(session, ctx, route, true).await;
+        }
         if route.websocket && rules::is_websocket_upgrade(&session.req_header().headers) {
-            return self.websocket(session, ctx, route).await;
+            return self.websocket(session, ctx, route, false).await;
         }
         let body_timeout = ctx.runtime.as_ref().map(|rt| rt.settings.body_timeout);
         session.set_read_timeout(body_timeout);
@@ -218,55 +222,6 @@ impl Proxy {
             session.write_continue_response().await?;
         }
         Ok(false)
-    }
-
-    /// Carries a WebSocket upgrade end to end (see `websocket.rs`).
-    async fn websocket(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        route: &Arc<Route>,
-    ) -> Result<bool> {
-        let Some(pool) = ctx.pool.clone() else {
-            return Ok(false);
-        };
-        let head = headers::handshake(session.req_header(), &self.client(ctx), route);
-        let timeouts = websocket::Timeouts {
-            connect: pool.peer.connect_timeout,
-            handshake: pool.peer.read_timeout,
-            idle: route.websocket_idle_timeout,
-        };
-        session.set_read_timeout(None);
-        loop {
-            let Some(backend) = ctx.backend.as_ref().map(|b| b.backend().clone()) else {
-                return self.local(session, ctx, 502, &[]).await;
-            };
-            match websocket::connect(backend.addr, &head, timeouts).await {
-                Ok(stream) => {
-                    let status =
-                        websocket::relay(session, stream, &route.name, &ctx.request_id, timeouts)
-                            .await;
-                    let status = status.unwrap_or_else(|e| {
-                        tracing::warn!(server = %backend.label, "WebSocket handshake failed: {e}");
-                        0
-                    });
-                    if status == 0 && session.response_written().is_none() {
-                        return self.local(session, ctx, 502, &[]).await;
-                    }
-                    ctx.upstream_status = Some(status);
-                    return Ok(true);
-                }
-                Err(e) => {
-                    tracing::warn!(server = %backend.label, "WebSocket connect failed: {e}");
-                    ctx.backend = None;
-                    let failure = Failure::from_pingora(&e);
-                    let next = ctx.attempts.after(&failure, backend.addr, false, false);
-                    if next == Next::Stop || !self.pick(session, ctx) {
-                        return self.local(session, ctx, failure.status(), &[]).await;
-                    }
-                }
-            }
-        }
     }
 
     /// Counts `failure` against the current server when it should, and decides whether the
@@ -322,7 +277,9 @@ impl ProxyHttp for Proxy {
 
     /// Decides everything about the request before any upstream is contacted: header size (431),
     /// https redirect (308), route (404), concurrency (503), declared body size (413), static
-    /// files, healthy-server choice (503) and WebSocket tunnels. `Ok(true)` = already answered.
+    /// files, healthy-server choice (503) and WebSocket tunnels (an HTTP/2 CONNECT is one when its
+    /// `:protocol` is `websocket` and its route carries them; any other is refused: 405 or 400).
+    /// `Ok(true)` = already answered.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.state.runtime();
         ctx.runtime = Some(rt.clone());
@@ -340,6 +297,11 @@ impl ProxyHttp for Proxy {
                 .local(session, ctx, 431, &[("connection", "close")])
                 .await;
         }
+        let connect = websocket::connect_of(session.req_header());
+        if let Connect::Refused(status) = connect {
+            session.set_keepalive(None);
+            return self.local(session, ctx, status, &[]).await;
+        }
         if let Some(answer) = self.acme_challenge(&rt, session.req_header()) {
             return self.answer_challenge(session, ctx, answer).await;
         }
@@ -353,6 +315,9 @@ impl ProxyHttp for Proxy {
             return self.local(session, ctx, 404, &[]).await;
         };
         ctx.route = Some(route.clone());
+        if connect == Connect::WebSocket && !websocket::carries_websockets(&route) {
+            return self.local(session, ctx, NOT_A_WEBSOCKET_ROUTE, &[]).await;
+        }
         if let Some(answered) = self.admit(session, ctx, &route).await? {
             return Ok(answered);
         }

@@ -1,21 +1,29 @@
-//! WebSocket upgrades, carried by rproxy itself instead of pingora's proxy loop (pingora #946:
-//! a 101 sent before the request is read can end the tunnel). We write the handshake upstream,
-//! relay the answer, then pump bytes both ways until either side closes or the tunnel has been
-//! quiet for the route's `websocket_idle_timeout`.
+//! WebSocket tunnels, carried by rproxy itself instead of pingora's proxy loop (pingora #946:
+//! a 101 sent before the request is read can end the tunnel): an HTTP/1.1 upgrade, or an
+//! HTTP/2 extended CONNECT (RFC 8441) made into an HTTP/1.1 handshake upstream. We write the
+//! handshake upstream, relay the answer (a 101 becomes an h2 `200`), then pump bytes both ways
+//! (the h1 connection's, or the h2 stream's DATA frames) until either side closes or the tunnel
+//! has been quiet for the route's `websocket_idle_timeout`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, ErrorType, OrErr, Result};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::{headers, Ctx, Proxy};
 use crate::metrics;
-use crate::request::headers;
+use crate::request::failure::Next;
+use crate::request::headers::{self as rules, Upgrade};
+use crate::request::websocket::{self as ws, Connect};
+use crate::request::Failure;
+use crate::routing::{Route, Target};
 
 const MAX_HEAD: usize = 64 << 10;
 
@@ -43,14 +51,94 @@ pub async fn connect(addr: SocketAddr, head: &[u8], t: Timeouts) -> Result<TcpSt
     Ok(stream)
 }
 
-/// Relays the upstream's answer and, on 101, carries the tunnel to its end. Returns the status.
-pub async fn relay(
-    session: &mut Session,
-    mut upstream: TcpStream,
-    route: &str,
-    request_id: &http::HeaderValue,
+/// What a request makes of CONNECT: an ordinary request, an RFC 8441 WebSocket, or a refusal.
+pub fn connect_of(req: &RequestHeader) -> Connect {
+    let protocol = req.extensions.get::<h2::ext::Protocol>();
+    ws::connect(&req.method, protocol.map(h2::ext::Protocol::as_str))
+}
+
+/// Does `route` carry WebSockets (an HTTP/2 one is refused where an HTTP/1.1 upgrade would be
+/// forwarded as a plain request)?
+pub fn carries_websockets(route: &Route) -> bool {
+    route.websocket && matches!(route.target, Target::Upstream(_))
+}
+
+impl Proxy {
+    /// Carries a WebSocket handshake end to end: the client's HTTP/1.1 upgrade, or (`h2`) an
+    /// HTTP/2 extended CONNECT. Tries the pool's servers while connecting fails.
+    pub(super) async fn websocket(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Arc<Route>,
+        h2: bool,
+    ) -> Result<bool> {
+        let Some(pool) = ctx.pool.clone() else {
+            return Ok(false);
+        };
+        let key = h2.then(ws::new_key);
+        let upgrade = match &key {
+            Some(key) => Upgrade::FromH2 {
+                key: key.as_bytes(),
+            },
+            None => Upgrade::Client,
+        };
+        let head = headers::handshake(session.req_header(), &self.client(ctx), route, upgrade);
+        let timeouts = Timeouts {
+            connect: pool.peer.connect_timeout,
+            handshake: pool.peer.read_timeout,
+            idle: route.websocket_idle_timeout,
+        };
+        session.set_read_timeout(None);
+        loop {
+            let Some(backend) = ctx.backend.as_ref().map(|b| b.backend().clone()) else {
+                return self.local(session, ctx, 502, &[]).await;
+            };
+            match connect(backend.addr, &head, timeouts).await {
+                Ok(stream) => {
+                    let tunnel = Tunnel {
+                        route: &route.name,
+                        request_id: &ctx.request_id,
+                        upgrade,
+                        t: timeouts,
+                    };
+                    let status = relay(session, stream, tunnel).await.unwrap_or_else(|e| {
+                        tracing::warn!(server = %backend.label, "WebSocket handshake failed: {e}");
+                        0
+                    });
+                    if status == 0 && session.response_written().is_none() {
+                        return self.local(session, ctx, 502, &[]).await;
+                    }
+                    ctx.upstream_status = Some(status);
+                    return Ok(true);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %backend.label, "WebSocket connect failed: {e}");
+                    ctx.backend = None;
+                    let failure = Failure::from_pingora(&e);
+                    let next = ctx.attempts.after(&failure, backend.addr, false, false);
+                    if next == Next::Stop || !self.pick(session, ctx) {
+                        return self.local(session, ctx, failure.status(), &[]).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One tunnel's settings.
+#[derive(Clone, Copy)]
+struct Tunnel<'a> {
+    route: &'a str,
+    request_id: &'a http::HeaderValue,
+    /// `Upgrade::Client` for an HTTP/1.1 client, `Upgrade::FromH2` for an HTTP/2 one.
+    upgrade: Upgrade<'a>,
     t: Timeouts,
-) -> Result<u16> {
+}
+
+/// Relays the upstream's answer and, on 101, carries the tunnel to its end. Returns the status.
+async fn relay(session: &mut Session, mut upstream: TcpStream, tunnel: Tunnel<'_>) -> Result<u16> {
+    let t = tunnel.t;
     let (resp, rest, body_len) = match timeout(t.handshake, read_head(&mut upstream)).await {
         Ok(r) => r?,
         Err(_) => {
@@ -61,13 +149,17 @@ pub async fn relay(
         }
     };
     let status = resp.status.as_u16();
-    let mut resp = resp;
-    resp.insert_header("x-request-id", request_id.clone())?;
+    let mut resp = match tunnel.upgrade {
+        Upgrade::FromH2 { key } => h2_answer(resp, key)?,
+        _ => resp,
+    };
+    resp.insert_header("x-request-id", tunnel.request_id.clone())?;
     session.write_response_header(Box::new(resp), false).await?;
     if status != 101 {
         relay_plain_body(session, upstream, rest, body_len).await?;
         return Ok(status);
     }
+    let route = tunnel.route;
     metrics::websocket_opened(route);
     let result = pump(session, upstream, rest, t.idle).await;
     metrics::websocket_closed(route);
@@ -75,6 +167,36 @@ pub async fn relay(
         tracing::debug!(route, "WebSocket tunnel ended: {e}");
     }
     Ok(101)
+}
+
+/// The HTTP/2 answer to an extended CONNECT, made from the upstream's answer to its HTTP/1.1
+/// handshake: a 101 that accepts `key` becomes `200` (RFC 8441 5) without the handshake's own
+/// lines; any other answer but a 2xx (a tunnel that is not there) goes as it is.
+fn h2_answer(resp: ResponseHeader, key: &[u8]) -> Result<ResponseHeader> {
+    let status = resp.status.as_u16();
+    if status != 101 {
+        if resp.status.is_success() {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("upstream answered a WebSocket handshake with {status}"),
+            );
+        }
+        return Ok(resp);
+    }
+    let accept = resp.headers.get("sec-websocket-accept");
+    if !ws::accepts(key, accept.map(http::HeaderValue::as_bytes)) {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "upstream's Sec-WebSocket-Accept does not match the key sent",
+        );
+    }
+    let mut out = ResponseHeader::build(200, Some(resp.headers.len()))?;
+    for (name, value) in resp.headers.iter() {
+        if !ws::not_in_h2_answer(name.as_str()) {
+            out.append_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(out)
 }
 
 /// Copies bytes both ways; ends on EOF from the upstream, an error, or `idle` without traffic.
@@ -194,13 +316,13 @@ async fn read_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Bytes, O
 fn to_response(parsed: &httparse::Response) -> Result<(ResponseHeader, Option<u64>)> {
     let code = parsed.code.unwrap_or(502);
     let mut resp = ResponseHeader::build(code, Some(parsed.headers.len()))?;
-    let content_length = headers::content_length(&*parsed.headers).or_err(
+    let content_length = rules::content_length(&*parsed.headers).or_err(
         ErrorType::InvalidHTTPHeader,
         "bad Content-Length in the handshake answer",
     )?;
     let mut chunked = false;
     for h in parsed.headers.iter() {
-        chunked |= headers::kind(h.name) == headers::Kind::TransferEncoding;
+        chunked |= rules::kind(h.name) == rules::Kind::TransferEncoding;
         resp.append_header(h.name.to_string(), h.value)?;
     }
     if code != 101 && chunked {

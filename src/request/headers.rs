@@ -144,8 +144,28 @@ pub struct Forwarding<'a> {
     /// The body's declared length, forwarded as one normalised value. (A body without one is
     /// framed by the engine that sends it.)
     pub content_length: Option<u64>,
-    /// A WebSocket handshake: its `Upgrade` goes along, with `Connection: upgrade`.
-    pub upgrade: bool,
+    /// Whether this is a WebSocket handshake, and from which HTTP version.
+    pub upgrade: Upgrade<'a>,
+}
+
+/// The WebSocket handshake a forwarded request is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade<'a> {
+    /// None: `Upgrade` is hop-by-hop like any other header.
+    No,
+    /// An HTTP/1.1 handshake: the client's `Upgrade` goes along, with `Connection: upgrade`.
+    Client,
+    /// An HTTP/2 extended CONNECT (RFC 8441) made an HTTP/1.1 handshake: `Upgrade: websocket`,
+    /// `Connection: upgrade`, `Sec-WebSocket-Version: 13` and this fresh `Sec-WebSocket-Key`
+    /// replace whatever of these the client sent.
+    FromH2 { key: &'a [u8] },
+}
+
+/// The handshake lines of an HTTP/1.1 handshake made from an HTTP/2 one, which the client's own
+/// lines of these names never replace.
+fn is_h1_handshake_line(name: &str) -> bool {
+    name.eq_ignore_ascii_case("sec-websocket-key")
+        || name.eq_ignore_ascii_case("sec-websocket-version")
 }
 
 /// Writes the header lines of the request the upstream gets: the client's headers minus
@@ -166,14 +186,17 @@ pub fn forward_request<L: Lines + ?Sized, S: HeaderSink>(
     let mut cookies: Vec<&[u8]> = Vec::new();
     let mut has_host = false;
     let mut upgrade: Option<&[u8]> = None;
+    let from_h2 = matches!(f.upgrade, Upgrade::FromH2 { .. });
     lines.each(|k, name, value| {
+        let client_upgrade = f.upgrade == Upgrade::Client;
         let exempt = matches!(k, Kind::Host | Kind::ContentLength | Kind::TransferEncoding)
-            || (k == Kind::Upgrade && f.upgrade);
+            || (k == Kind::Upgrade && client_upgrade);
         if named && !exempt && named_in_connection(lines, name) {
             return;
         }
         match k {
-            Kind::Upgrade if f.upgrade => upgrade = Some(value),
+            Kind::Upgrade if client_upgrade => upgrade = Some(value),
+            Kind::Other if from_h2 && is_h1_handshake_line(name) => {}
             // `Expect: 100-continue` is rproxy's to answer (`expects_continue`), not the app's.
             Kind::Hop
             | Kind::Connection
@@ -237,6 +260,12 @@ pub fn forward_request<L: Lines + ?Sized, S: HeaderSink>(
     if let Some(upgrade) = upgrade {
         out.header(b"upgrade", upgrade);
         out.header(b"connection", b"upgrade");
+    }
+    if let Upgrade::FromH2 { key } = f.upgrade {
+        out.header(b"upgrade", b"websocket");
+        out.header(b"connection", b"upgrade");
+        out.header(b"sec-websocket-version", b"13");
+        out.header(b"sec-websocket-key", key);
     }
 }
 
@@ -353,7 +382,7 @@ mod tests {
             host,
             request_id: b"id1",
             content_length: None,
-            upgrade: false,
+            upgrade: Upgrade::No,
         }
     }
 
@@ -455,7 +484,7 @@ mod tests {
         let mut f = forwarding(b"h");
         let got = forwarded(&lines, &f, &route(&[]));
         assert!(!got.to_ascii_lowercase().contains("upgrade"), "{got}");
-        f.upgrade = true;
+        f.upgrade = Upgrade::Client;
         let got = forwarded(&lines, &f, &route(&[]));
         assert!(
             got.ends_with("upgrade: websocket\r\nconnection: upgrade\r\n"),
@@ -476,6 +505,34 @@ mod tests {
         assert_eq!(
             cookie(&raw(&[("Cookie", b"novalue; =x")])[..], "novalue"),
             None
+        );
+    }
+
+    #[test]
+    fn an_h2_websocket_becomes_an_h1_handshake() {
+        let lines = raw(&[
+            ("sec-websocket-version", b"13"),
+            ("sec-websocket-key", b"from-the-client"),
+            ("sec-websocket-protocol", b"chat"),
+            ("x-forwarded-for", b"10.0.0.1"),
+        ]);
+        let mut f = forwarding(b"h:8443");
+        f.upgrade = Upgrade::FromH2 { key: b"k==" };
+        let got = forwarded(&lines, &f, &route(&[]));
+        assert!(!got.contains("from-the-client"), "{got}");
+        assert_eq!(got.matches("sec-websocket-version").count(), 1, "{got}");
+        assert!(got.contains("sec-websocket-protocol: chat\r\n"), "{got}");
+        assert!(
+            got.contains("x-forwarded-for: 10.0.0.1, 192.0.2.7\r\n"),
+            "{got}"
+        );
+        assert!(got.contains("host: h:8443\r\n"), "{got}");
+        assert!(
+            got.ends_with(
+                "upgrade: websocket\r\nconnection: upgrade\r\n\
+                 sec-websocket-version: 13\r\nsec-websocket-key: k==\r\n"
+            ),
+            "{got}"
         );
     }
 

@@ -2,8 +2,8 @@
 //! the proxy both ways (`headers`), who the client is (`client`), whether a body's framing is
 //! acceptable (`framing`), the route's limits and the answers given before routing (`limits`),
 //! why an upstream attempt failed and what follows from it: status, retry, ejection
-//! (`failure`), the responses rproxy writes itself (`local`), request ids (`id`) and the
-//! access-log record (`access`).
+//! (`failure`), the responses rproxy writes itself (`local`), request ids (`id`), the
+//! access-log record (`access`) and what makes a WebSocket of an HTTP/2 CONNECT (`websocket`).
 //!
 //! Two engines call these rules: rproxy's own (`crate::fast`) and pingora's `ProxyHttp`
 //! (`crate::proxy`). An engine reads and writes bytes; neither imports the other.
@@ -18,6 +18,7 @@ pub mod id;
 pub mod limits;
 mod lines;
 pub mod local;
+pub mod websocket;
 
 pub use failure::Failure;
 

@@ -204,7 +204,7 @@ pub fn write_upstream_request(
         host: req.host.as_bytes(),
         request_id: client.request_id,
         content_length: req.has_length.then_some(req.content_length),
-        upgrade: false,
+        upgrade: headers::Upgrade::No,
     };
     headers::forward_request(req, &forwarding, route, out);
     out.extend_from_slice(b"\r\n");

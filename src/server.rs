@@ -110,6 +110,9 @@ impl HttpServerApp for Timed {
         let rt = self.state.peek();
         let settings = &rt.settings;
         let mut session = session;
+        // Pipelined requests are answered in order (pingora's default closes the connection
+        // after the first, dropping the rest).
+        session.set_pipelining_enabled(true);
         let limit = if first {
             // One deadline from accept for the whole first request head.
             settings.header_timeout.saturating_sub(accepted.elapsed())

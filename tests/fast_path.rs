@@ -514,12 +514,11 @@ async fn a_static_request_mid_connection_hands_over_and_later_requests_still_wor
     assert_eq!(fourth.status, 200);
 }
 
-/// pingora 0.9 serves no pipelined requests (`pipelining_enabled` is off: a session that read
-/// bytes past its request is not reused), so after the handoff the third request may go
-/// unanswered, the connection closed. What must hold: the second request, which only exists in
-/// the bytes the fast path put back, is answered right, and nothing is answered wrongly.
+/// Pipelined requests across a handoff: the second only exists in the bytes the fast path put
+/// back for pingora, and pingora (with pipelining on) hands the third on to the next request.
+/// Each is answered right, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_requests_across_a_handoff_get_right_answers_or_a_clean_close() {
+async fn pipelined_requests_across_a_handoff_are_all_answered_in_order() {
     let up = keep_alive_upstream(|req| ok(&format!("upstream {}", req.path))).await;
     let proxy = upstream_and_static_proxy(&up).await;
     let mut conn = Conn::open(&proxy).await;
@@ -535,18 +534,9 @@ async fn pipelined_requests_across_a_handoff_get_right_answers_or_a_clean_close(
     )
     .await;
     let want = ["upstream /api/1", "hello from disk", "upstream /api/3"];
-    for want in &want[..2] {
+    for want in want {
         assert_ok(&conn.response(false).await, want);
     }
-    // The third: answered right, or the connection closed with nothing more.
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(RESPONSE_TIMEOUT, conn.s.read_to_end(&mut rest)).await;
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(
-        rest.is_empty() || (rest.starts_with("HTTP/1.1 200 ") && rest.ends_with(want[2])),
-        "after the static answer: {rest:?}"
-    );
-    assert!(conn.buf.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

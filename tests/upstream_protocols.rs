@@ -277,3 +277,38 @@ async fn stalled_downloads_do_not_stall_their_connections_other_streams() {
     }
     assert_eq!((got_a, got_b), (BYTES, BYTES));
 }
+
+/// Pipelined HTTP/1.1 requests to a route whose pool is HTTP/2 (served by pingora's path): each
+/// gets its answer, in order, on the one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_to_an_h2_pool_are_all_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = hypercorn(&[]).await;
+    let pools = format!(
+        "  hc:\n    servers: [127.0.0.1:{}]\n    protocol: h2c\n",
+        app.port
+    );
+    let proxy = proxy(&[], &pools, &["hc"]).await;
+    let one = "GET /hc/version HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    let last = "GET /hc/version HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+    let mut tcp = tokio::net::TcpStream::connect(proxy.http_addr())
+        .await
+        .unwrap();
+    tcp.write_all(format!("{one}{one}{one}{last}").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut got),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "the connection neither answered all nor closed"
+    );
+    let got = String::from_utf8_lossy(&got);
+    let answered = got.matches("HTTP/1.1 200").count();
+    assert_eq!(answered, 4, "{got}\n{}", proxy.stderr());
+    assert_eq!(got.matches("\"http_version\":\"2\"").count(), 4, "{got}");
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::wire::*;
 use common::{Proxy, RawUpstream, Upstream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// These tests hold rproxy's own engine to its byte-level behaviour (framing, pipelining,

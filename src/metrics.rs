@@ -16,6 +16,7 @@ struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     upstream_healthy: IntGaugeVec,
+    upstream_info: IntGaugeVec,
     upstream_requests: IntCounterVec,
     grpc_responses: IntCounterVec,
     active_connections: IntGaugeVec,
@@ -97,6 +98,12 @@ impl Metrics {
                 "rproxy_upstream_healthy",
                 "1 when the server passes its probes",
                 &["upstream", "server"],
+            ),
+            upstream_info: gauge(
+                &r,
+                "rproxy_upstream_info",
+                "1 for each pool, labelled with the protocol rproxy speaks to its servers",
+                &["upstream", "protocol"],
             ),
             upstream_requests: counter(
                 &r,
@@ -242,6 +249,21 @@ pub fn set_upstream_healthy(upstream: &str, server: &str, healthy: bool) {
         .upstream_healthy
         .with_label_values(&[upstream, server])
         .set(i64::from(healthy));
+}
+
+/// Describes the pools of a configuration about to take effect (`rproxy_upstream_info`),
+/// dropping the series of pools that `old` had and `new` does not (or with another protocol).
+pub fn describe_pools<'a>(
+    old: impl Iterator<Item = (&'a str, &'static str)>,
+    new: impl Iterator<Item = (&'a str, &'static str)> + Clone,
+) {
+    let info = &METRICS.upstream_info;
+    for gone in old.filter(|o| !new.clone().any(|n| n == *o)) {
+        let _ = info.remove_label_values(&[gone.0, gone.1]);
+    }
+    for (pool, protocol) in new {
+        info.with_label_values(&[pool, protocol]).set(1);
+    }
 }
 
 /// Drops the series of a server that left its pool.

@@ -58,6 +58,13 @@ pub struct Runtime {
     pub sticky_key: DefaultKey,
 }
 
+/// Each pool's name and the protocol spoken to its servers.
+fn pool_protocols(rt: &Runtime) -> impl Iterator<Item = (&str, &'static str)> + Clone {
+    rt.pools
+        .iter()
+        .map(|(name, pool)| (name.as_str(), pool.transport.protocol.name()))
+}
+
 /// Shared by every listener and background task.
 #[derive(Debug)]
 pub struct State {
@@ -71,6 +78,7 @@ pub struct State {
 
 impl State {
     pub fn new(runtime: Runtime, certs: Option<Arc<CertResolver>>) -> State {
+        crate::metrics::describe_pools(std::iter::empty(), pool_protocols(&runtime));
         State {
             runtime: ArcSwap::from_pointee(runtime),
             certs,
@@ -93,6 +101,8 @@ impl State {
 
     /// Makes `runtime` the configuration for every request that starts from now on.
     pub fn publish(&self, runtime: Runtime) {
+        let old = self.runtime.load();
+        crate::metrics::describe_pools(pool_protocols(&old), pool_protocols(&runtime));
         self.runtime.store(Arc::new(runtime));
     }
 

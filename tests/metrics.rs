@@ -370,3 +370,44 @@ async fn certificate_expiry_is_exported() {
         "expiry {expiry} is not a far-future unix time"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_are_described_with_their_protocol() {
+    let up = Upstream::named("app").await;
+    let pools = |grpc: bool| {
+        let grpc = match grpc {
+            true => "  grpc:\n    servers: [127.0.0.1:9]\n    protocol: h2c\n",
+            false => "",
+        };
+        format!(
+            "upstreams:\n  app:\n    servers: [{}]\n{grpc}routes:\n  - {{ path: /, upstream: app }}\n",
+            up.host_port()
+        )
+    };
+    let mut proxy = Proxy::start(&pools(true)).await;
+    let m = proxy.metrics_parsed().await;
+    let info =
+        |pool: &'static str, protocol: &'static str| [("upstream", pool), ("protocol", protocol)];
+    assert_eq!(
+        m.value("rproxy_upstream_info", &info("app", "http1")),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("rproxy_upstream_info", &info("grpc", "h2c")),
+        Some(1.0)
+    );
+
+    let yaml = proxy.yaml.replacen(&pools(true), &pools(false), 1);
+    proxy.rewrite(&yaml);
+    assert!(
+        proxy.wait_reloads_above("ok", 0.0, WAIT).await,
+        "{}",
+        proxy.stderr()
+    );
+    let m = proxy.metrics_parsed().await;
+    assert_eq!(
+        m.value("rproxy_upstream_info", &info("app", "http1")),
+        Some(1.0)
+    );
+    assert_eq!(m.value("rproxy_upstream_info", &info("grpc", "h2c")), None);
+}

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use http::header::{HeaderName, HeaderValue};
 
 use super::model::{
-    AcmeConfig, Config, RouteConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
+    AcmeConfig, Compress, Config, RouteConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
 };
 use super::{did_you_mean, Loaded, Problem};
+use crate::request::compress::{Encoding, TypePattern};
 use crate::upstream::peer::ClientTls;
 
 /// Checks everything that can be checked without starting anything. For a file that did not
@@ -360,6 +361,7 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
             "must be more than 0",
         ));
     }
+    check_compress(i, r, p);
     for (name, value) in &r.headers {
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             p.push(Problem::at(
@@ -376,6 +378,56 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
             p.push(Problem::at(
                 at(&format!("headers.{name}")),
                 "is not a valid header value",
+            ));
+        }
+    }
+}
+
+/// `compress` names known encodings, each once; its overrides come with it and parse.
+fn check_compress(i: usize, r: &RouteConfig, p: &mut Vec<Problem>) {
+    let at = |k: &str| format!("routes[{i}].{k}");
+    if let Compress::List(names) = &r.compress {
+        if names.is_empty() {
+            p.push(Problem::at(
+                at("compress"),
+                "an empty list: name encodings (br, zstd, gzip) or write `false`",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (j, name) in names.iter().enumerate() {
+            match Encoding::parse(name) {
+                None => p.push(Problem::at(
+                    at(&format!("compress[{j}]")),
+                    format!("unknown encoding `{name}`: expected br, zstd or gzip"),
+                )),
+                Some(e) if !seen.insert(e) => p.push(Problem::at(
+                    at(&format!("compress[{j}]")),
+                    format!("`{name}` is listed twice"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let on = r.compress != Compress::Off;
+    for (key, set) in [
+        ("compress_types", r.compress_types.is_some()),
+        ("compress_min_size", r.compress_min_size.is_some()),
+    ] {
+        if set && !on {
+            p.push(Problem::at(at(key), "has no effect without `compress`"));
+        }
+    }
+    if on && r.static_dir.is_some() {
+        p.push(Problem::at(
+            at("compress"),
+            "compresses upstream responses; a `static` route does not take it",
+        ));
+    }
+    for (j, t) in r.compress_types.iter().flatten().enumerate() {
+        if TypePattern::parse(t).is_none() {
+            p.push(Problem::at(
+                at(&format!("compress_types[{j}]")),
+                format!("`{t}` is not a media type like text/html, text/*, *+json or *"),
             ));
         }
     }

@@ -2,12 +2,13 @@
 //! the proxy both ways (`headers`), whether a body's framing is acceptable (`framing`), the
 //! route's limits and the answers given before routing (`limits`), why an upstream attempt
 //! failed and what follows from it: status, retry, ejection (`failure`), the responses rproxy
-//! writes itself (`local`), request ids (`id`) and the access-log record (`access`).
+//! writes itself (`local`), request ids (`id`), the access-log record (`access`) and response compression (`compress`).
 //!
 //! Two engines call these rules: rproxy's own (`crate::fast`) and pingora's `ProxyHttp`
 //! (`crate::proxy`). An engine reads and writes bytes; neither imports the other.
 
 pub mod access;
+pub mod compress;
 pub mod failure;
 pub mod framing;
 pub mod grpc;

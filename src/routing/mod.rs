@@ -38,6 +38,8 @@ pub struct Route {
     pub max_concurrent: Option<u32>,
     /// Requests per client IP (`rate_limit`).
     pub rate_limit: Option<limit::RateLimit>,
+    /// Response compression (`compress`); `None`: off.
+    pub compress: Option<crate::request::compress::Compression>,
     inflight: AtomicU32,
 }
 
@@ -55,6 +57,7 @@ impl Route {
             hsts: false,
             max_concurrent: None,
             rate_limit: None,
+            compress: None,
             inflight: AtomicU32::new(0),
         }
     }

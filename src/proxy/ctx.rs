@@ -43,6 +43,8 @@ pub struct Ctx {
     pub stream_turn: Option<crate::upstream::peer::HeldTurn>,
     /// The upstream's `grpc-status` (in the response head or its trailers).
     pub grpc_status: Option<u16>,
+    /// The response body's encoder, when it is compressed (`crate::request::compress`).
+    pub encoder: Option<crate::request::compress::Encoder>,
 }
 
 impl Default for Ctx {
@@ -63,6 +65,7 @@ impl Default for Ctx {
             upstream_header: None,
             stream_turn: None,
             grpc_status: None,
+            encoder: None,
         }
     }
 }

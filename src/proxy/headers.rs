@@ -8,7 +8,8 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::respond::http_error;
-use crate::request::headers::{self, forward_request, forward_response, Forwarding};
+use crate::request::compress::{self, Verdict};
+use crate::request::headers::{self, forward_request, Forwarding};
 use crate::request::Listener;
 use crate::routing::Route;
 
@@ -75,8 +76,13 @@ pub fn handshake(req: &RequestHeader, client: &Client, route: &Route) -> Vec<u8>
     out
 }
 
-/// The response for the client, rebuilt from the upstream's `resp`.
-pub fn client_response(resp: &ResponseHeader, added: &headers::Added) -> Result<ResponseHeader> {
+/// The response for the client, rebuilt from the upstream's `resp` (compressed or varying as
+/// `verdict` says).
+pub fn client_response(
+    resp: &ResponseHeader,
+    added: &headers::Added,
+    verdict: Verdict,
+) -> Result<ResponseHeader> {
     let mut out = ResponseHeader::build_no_case(resp.status, Some(resp.headers.len() + 3))?;
     out.set_version(resp.version);
     let chunked = resp.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -84,6 +90,6 @@ pub fn client_response(resp: &ResponseHeader, added: &headers::Added) -> Result<
         .ok()
         .flatten()
         .filter(|_| !chunked);
-    forward_response(&resp.headers, length, added, &mut out);
+    compress::forward_response(&resp.headers, length, added, verdict, &mut out);
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! runtime once, is routed, then either answered locally (redirect, static file, error),
 //! tunnelled (WebSocket), or forwarded to a healthy server of its route's pool.
 
+mod compression;
 mod ctx;
 pub mod headers;
 mod linger;
@@ -490,7 +491,7 @@ impl ProxyHttp for Proxy {
     /// (`crate::request::headers::forward_response`).
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -503,6 +504,7 @@ impl ProxyHttp for Proxy {
             b.backend().record_success();
         }
         ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
+        let verdict = compression::decide(session, resp, ctx);
         let date = pingora_core::protocols::http::date::get_cached_date();
         let added = rules::Added {
             request_id: ctx.request_id.as_bytes(),
@@ -512,8 +514,44 @@ impl ProxyHttp for Proxy {
                 .and_then(|r| rules::hsts(self.listener, r)),
             date: date.as_bytes(),
         };
-        *resp = headers::client_response(resp, &added)?;
+        *resp = headers::client_response(resp, &added, verdict)?;
         Ok(())
+    }
+
+    /// Compresses the body when `response_filter` chose to (`ctx.encoder`): each piece as it
+    /// comes, flushed, and the stream finished with the body's last piece.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(encoder) = ctx.encoder.as_mut() {
+            *body = compression::compressed(
+                encoder,
+                body.as_deref().unwrap_or_default(),
+                end_of_stream,
+            )?;
+            if end_of_stream {
+                ctx.encoder = None;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Trailers end a compressed body (an HTTP/2 upstream's): the encoder's last bytes are
+    /// written in their place (HTTP/1.1 clients never get trailers from rproxy either).
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        _trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        match ctx.encoder.take() {
+            Some(mut encoder) => compression::compressed(&mut encoder, &[], true),
+            None => Ok(None),
+        }
     }
 
     /// A gRPC call's status comes in the response's trailers.

@@ -1,0 +1,47 @@
+//! Pingora's path's side of response compression: the decision (`crate::request::compress`)
+//! made in `response_filter`, and the body pieces passed through its encoder in
+//! `response_body_filter`.
+
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::{respond, Ctx};
+use crate::request::compress::{self, Encoder, Verdict};
+
+/// What `crate::request::compress` decides for the upstream's response `resp`; the encoder
+/// of a compressed one goes to `ctx` (one that cannot be made leaves the body as it is).
+pub(super) fn decide(session: &Session, resp: &ResponseHeader, ctx: &mut Ctx) -> Verdict {
+    let c = ctx.route.as_ref().and_then(|r| r.compress.as_ref());
+    if c.is_none() {
+        return Verdict::Untouched;
+    }
+    let req = session.req_header();
+    let http10 = req.version < http::Version::HTTP_11;
+    let asked = compress::asked(c, req.method.as_str(), http10, &req.headers);
+    let verdict = compress::verdict(c, asked, resp.status.as_u16(), &resp.headers);
+    let Some(encoding) = verdict.compresses() else {
+        return verdict;
+    };
+    match Encoder::new(encoding) {
+        Ok(encoder) => {
+            ctx.encoder = Some(encoder);
+            verdict
+        }
+        Err(e) => {
+            tracing::warn!("cannot start a {} encoder: {e}", encoding.token());
+            Verdict::Vary
+        }
+    }
+}
+
+/// `data` compressed by `encoder` (`None` for nothing to send before the end).
+pub(super) fn compressed(encoder: &mut Encoder, data: &[u8], end: bool) -> Result<Option<Bytes>> {
+    let mut out = Vec::new();
+    if let Err(e) = encoder.feed(data, end, &mut out) {
+        tracing::warn!("compressing the response: {e}");
+        return Err(respond::http_error(500, "compressing the response"));
+    }
+    Ok((end || !out.is_empty()).then(|| Bytes::from(out)))
+}

@@ -8,6 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use rproxy::config::{load_str, Loaded};
 use rproxy::proxy::headers::{upstream_request, Client};
+use rproxy::request::compress::Verdict;
 use rproxy::request::Listener;
 use rproxy::routing::{Route, Target};
 use rproxy::upstream::SelectKey;
@@ -87,7 +88,7 @@ fn fast_path_heads(c: &mut Criterion) {
                 .expect("bench response parses")
                 .expect("complete");
             out.clear();
-            head::write_client_response(&mut out, &resp, &added);
+            head::write_client_response(&mut out, &resp, &added, Verdict::Untouched);
             out.len()
         })
     });

@@ -65,7 +65,10 @@ fn events() -> Body {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let event = format!("id: {i}\ndata: {{\"event\":{i},\"pad\":\"{}\"}}\n\n", "x".repeat(64));
+        let event = format!(
+            "id: {i}\ndata: {{\"event\":{i},\"pad\":\"{}\"}}\n\n",
+            "x".repeat(64)
+        );
         Some((Ok(Frame::data(Bytes::from(event))), i + 1))
     });
     BodyExt::boxed(StreamBody::new(stream))
@@ -77,7 +80,9 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let resp = match req.uri().path() {
         "/json" => r.header(CT, "application/json").body(streamed(big_json())),
         "/json-cl" => r.header(CT, "application/json").body(full(big_json())),
-        "/small" => r.header(CT, "application/json").body(full(r#"{"ok":true}"#)),
+        "/small" => r
+            .header(CT, "application/json")
+            .body(full(r#"{"ok":true}"#)),
         "/png" => r.header(CT, "image/png").body(full(vec![7u8; 4096])),
         "/encoded" => r
             .header(CT, "text/plain")
@@ -188,7 +193,10 @@ async fn curl(p: &Proxy, proto: Proto, path: &str, extra: &[&str]) -> Got {
     let (url, flag) = match proto {
         Proto::H1 => (p.url(path), "--http1.1"),
         Proto::H2c => (p.url(path), "--http2-prior-knowledge"),
-        Proto::H2Tls => (format!("https://127.0.0.1:{}{path}", p.https_addr().port()), "--http2"),
+        Proto::H2Tls => (
+            format!("https://127.0.0.1:{}{path}", p.https_addr().port()),
+            "--http2",
+        ),
     };
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "-k", "--max-time", "20", "-D", "-", flag])
@@ -197,7 +205,11 @@ async fn curl(p: &Proxy, proto: Proto, path: &str, extra: &[&str]) -> Got {
         .output()
         .await
         .expect("run curl");
-    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let at = out
         .stdout
         .windows(4)
@@ -233,7 +245,13 @@ async fn each_encoding_streams_a_megabyte_that_decodes_to_the_upstreams_body() {
     for proto in PROTOS {
         for encoding in ["gzip", "br", "zstd"] {
             for path in ["/json", "/json-cl"] {
-                let got = curl(&p, proto, path, &["-H", &format!("accept-encoding: {encoding}")]).await;
+                let got = curl(
+                    &p,
+                    proto,
+                    path,
+                    &["-H", &format!("accept-encoding: {encoding}")],
+                )
+                .await;
                 let at = format!("{proto:?} {path} {encoding}: {}", got.head);
                 assert_eq!(got.status(), "200", "{at}");
                 assert_eq!(got.header("content-encoding"), Some(encoding), "{at}");
@@ -242,8 +260,15 @@ async fn each_encoding_streams_a_megabyte_that_decodes_to_the_upstreams_body() {
                 if let Proto::H1 = proto {
                     assert_eq!(got.header("transfer-encoding"), Some("chunked"), "{at}");
                 }
-                assert!(got.body.len() < want.len() / 4, "{at}: {} bytes", got.body.len());
-                assert!(decode(encoding, &got.body) == want, "{at}: decoded body differs");
+                assert!(
+                    got.body.len() < want.len() / 4,
+                    "{at}: {} bytes",
+                    got.body.len()
+                );
+                assert!(
+                    decode(encoding, &got.body) == want,
+                    "{at}: decoded body differs"
+                );
             }
         }
     }
@@ -253,7 +278,11 @@ async fn each_encoding_streams_a_megabyte_that_decodes_to_the_upstreams_body() {
         .output()
         .await
         .expect("curl");
-    assert!(out.stdout == want, "curl --compressed got {} bytes", out.stdout.len());
+    assert!(
+        out.stdout == want,
+        "curl --compressed got {} bytes",
+        out.stdout.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,22 +304,50 @@ async fn accept_encoding_q_values_choose() {
         ("/pref/json", "gzip;q=0.4, br", Some("br")),
     ];
     for &(path, accept, want) in cases {
-        let got = curl(&p, Proto::H1, path, &["-H", &format!("accept-encoding: {accept}")]).await;
+        let got = curl(
+            &p,
+            Proto::H1,
+            path,
+            &["-H", &format!("accept-encoding: {accept}")],
+        )
+        .await;
         let at = format!("{path} `{accept}`: {}", got.head);
         assert_eq!(got.header("content-encoding"), want, "{at}");
         assert!(varies(&got), "{at}");
         if let Some(e) = want {
             assert!(decode(e, &got.body) == big_json(), "{at}");
         } else {
-            assert!(got.body == big_json(), "{at}: body not as the upstream sent it");
+            assert!(
+                got.body == big_json(),
+                "{at}: body not as the upstream sent it"
+            );
         }
     }
     let got = curl(&p, Proto::H1, "/json", &[]).await;
-    assert_eq!(got.header("content-encoding"), None, "no Accept-Encoding: {}", got.head);
+    assert_eq!(
+        got.header("content-encoding"),
+        None,
+        "no Accept-Encoding: {}",
+        got.head
+    );
     assert!(varies(&got), "{}", got.head);
-    let got = curl(&p, Proto::H1, "/plain/json", &["-H", "accept-encoding: gzip"]).await;
-    assert_eq!(got.header("content-encoding"), None, "route without compress");
-    assert!(got.header("vary").is_none(), "route without compress: {}", got.head);
+    let got = curl(
+        &p,
+        Proto::H1,
+        "/plain/json",
+        &["-H", "accept-encoding: gzip"],
+    )
+    .await;
+    assert_eq!(
+        got.header("content-encoding"),
+        None,
+        "route without compress"
+    );
+    assert!(
+        got.header("vary").is_none(),
+        "route without compress: {}",
+        got.head
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,11 +359,18 @@ async fn what_is_left_alone() {
         for path in ["/png", "/encoded", "/no-transform"] {
             let got = get(path).await;
             let at = format!("{proto:?} {path}: {}", got.head);
-            assert_eq!(got.header("content-length"), Some(got.body.len().to_string().as_str()), "{at}");
+            assert_eq!(
+                got.header("content-length"),
+                Some(got.body.len().to_string().as_str()),
+                "{at}"
+            );
             assert!(got.header("vary").is_none(), "{at}");
             assert_ne!(got.header("content-encoding"), Some("br"), "{at}");
         }
-        assert_eq!(get("/encoded").await.header("content-encoding"), Some("gzip"));
+        assert_eq!(
+            get("/encoded").await.header("content-encoding"),
+            Some("gzip")
+        );
         assert_eq!(get("/encoded").await.body, vec![1u8; 4096]);
 
         // Below compress_min_size (512): as it is, but it varies.
@@ -339,7 +403,11 @@ async fn what_is_left_alone() {
         let got = curl(&p, proto, "/json-cl", &head).await;
         let at = format!("{proto:?} HEAD: {}", got.head);
         assert_eq!(got.header("content-encoding"), None, "{at}");
-        assert_eq!(got.header("content-length"), Some(big_json().len().to_string().as_str()), "{at}");
+        assert_eq!(
+            got.header("content-length"),
+            Some(big_json().len().to_string().as_str()),
+            "{at}"
+        );
         assert!(varies(&got), "{at}");
     }
 }
@@ -354,7 +422,10 @@ async fn compressed_heads_weaken_the_etag_and_merge_vary() {
         assert_eq!(got.header("etag"), Some("w/\"v1\""), "{at}");
         assert_eq!(got.header("vary"), Some("origin, accept-encoding"), "{at}");
         assert_eq!(got.header("accept-ranges"), None, "{at}");
-        assert_eq!(decode("gzip", &got.body), "compressible text ".repeat(200).as_bytes());
+        assert_eq!(
+            decode("gzip", &got.body),
+            "compressible text ".repeat(200).as_bytes()
+        );
         // Not compressed (no acceptable encoding): the strong ETag and Accept-Ranges stay.
         let got = curl(&p, proto, "/etag", &["-H", "accept-encoding: identity"]).await;
         let at = format!("{proto:?}: {}", got.head);
@@ -393,17 +464,28 @@ async fn a_compressed_event_stream_keeps_its_cadence() {
             }
             let ended = start.elapsed();
             let _ = child.wait().await;
-            let head = std::fs::read_to_string(&head).unwrap_or_default().to_ascii_lowercase();
+            let head = std::fs::read_to_string(&head)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let at = format!("{proto:?} {encoding}: {arrived:?}, ended {ended:?}\n{head}");
-            assert!(head.contains(&format!("content-encoding: {encoding}")), "{at}");
+            assert!(
+                head.contains(&format!("content-encoding: {encoding}")),
+                "{at}"
+            );
             assert_eq!(arrived.len(), 5, "{at}");
             for (i, t) in arrived.iter().enumerate() {
                 // Event i is sent 200 ms * i after the first: it must not wait for the end.
                 let before_end = ended.saturating_sub(*t);
                 let due = Duration::from_millis(200 * (4 - i as u64));
-                assert!(before_end + Duration::from_millis(120) >= due, "event {i}: {at}");
+                assert!(
+                    before_end + Duration::from_millis(120) >= due,
+                    "event {i}: {at}"
+                );
             }
-            assert!(arrived[4] - arrived[0] >= Duration::from_millis(600), "{at}");
+            assert!(
+                arrived[4] - arrived[0] >= Duration::from_millis(600),
+                "{at}"
+            );
         }
     }
 }

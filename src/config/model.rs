@@ -307,10 +307,14 @@ impl<'de> Deserialize<'de> for Compress {
         impl<'de> Visitor<'de> for CompressVisitor {
             type Value = Compress;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("true, false or a list of encodings like [br, zstd, gzip]")
+                f.write_str("true, false or encodings like [br, zstd, gzip]")
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Compress, E> {
                 Ok(if v { Compress::On } else { Compress::Off })
+            }
+            /// One encoding written without brackets: `compress: gzip`.
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Compress, E> {
+                Ok(Compress::List(vec![v.to_string()]))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Compress, A::Error> {
                 let mut names = Vec::new();

@@ -17,15 +17,15 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// zstd window (2^20 = 1 MiB): within what browsers decode (RFC 9659 asks at most 8 MiB).
 const ZSTD_WINDOW_LOG: u32 = 20;
 
-/// One response body's encoder.
+/// One response body's encoder (a pointer's size: the state is on the heap).
 pub struct Encoder {
     inner: Inner,
 }
 
 enum Inner {
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Gzip(Box<flate2::write::GzEncoder<Vec<u8>>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Zstd(Box<zstd::stream::write::Encoder<'static, Vec<u8>>>),
     /// The stream has been finished.
     Done,
 }
@@ -45,10 +45,10 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     pub fn new(encoding: Encoding) -> io::Result<Encoder> {
         let inner = match encoding {
-            Encoding::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(
+            Encoding::Gzip => Inner::Gzip(Box::new(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(GZIP_LEVEL),
-            )),
+            ))),
             Encoding::Br => Inner::Br(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 4096,
@@ -58,7 +58,7 @@ impl Encoder {
             Encoding::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
                 z.window_log(ZSTD_WINDOW_LOG)?;
-                Inner::Zstd(z)
+                Inner::Zstd(Box::new(z))
             }
         };
         Ok(Encoder { inner })

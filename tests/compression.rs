@@ -489,3 +489,90 @@ async fn a_compressed_event_stream_keeps_its_cadence() {
         }
     }
 }
+
+/// `precompressed: true` on a static route: the `.br`/`.zst`/`.gz` beside a file, chosen by
+/// the same Accept-Encoding rule, with Vary; the file itself otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precompressed_static_files() {
+    let js = "console.log('hello');\n".repeat(100);
+    let gz = {
+        use std::io::Write;
+        let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        w.write_all(js.as_bytes()).expect("gzip");
+        w.finish().expect("gzip")
+    };
+    let p = Proxy::builder()
+        .https()
+        .file("www/app.js", &js)
+        .file("www/app.js.gz", &gz)
+        .file("www/app.js.br", b"pretend brotli")
+        .file("www/app.css", "body { color: red }")
+        .file("plain/app.js", &js)
+        .file("plain/app.js.gz", &gz)
+        .yaml(
+            "routes:\n  - { path: /s, static: www, precompressed: true }\n  \
+             - { path: /p, static: plain }\n",
+        )
+        .start()
+        .await;
+    for proto in PROTOS {
+        let get = |path: &'static str, accept: &'static str| {
+            let header = format!("accept-encoding: {accept}");
+            let p = &p;
+            async move { curl(p, proto, path, &["-H", &header]).await }
+        };
+        let got = get("/s/app.js", "gzip, br").await;
+        let at = format!("{proto:?}: {}", got.head);
+        assert_eq!(got.header("content-encoding"), Some("br"), "{at}");
+        assert_eq!(got.body, b"pretend brotli", "{at}");
+        assert!(varies(&got), "{at}");
+        assert!(
+            got.header("content-type")
+                .is_some_and(|t| t.contains("javascript")),
+            "{at}"
+        );
+
+        let got = get("/s/app.js", "br;q=0, gzip").await;
+        assert_eq!(got.header("content-encoding"), Some("gzip"), "{}", got.head);
+        assert_eq!(decode("gzip", &got.body), js.as_bytes());
+
+        for accept in ["zstd", "identity", "br;q=0, gzip;q=0"] {
+            let got = get("/s/app.js", accept).await;
+            let at = format!("{proto:?} `{accept}`: {}", got.head);
+            assert_eq!(got.header("content-encoding"), None, "{at}");
+            assert_eq!(got.body, js.as_bytes(), "{at}");
+            assert!(varies(&got), "{at}");
+        }
+
+        let got = get("/s/app.css", "br, gzip").await;
+        assert_eq!(got.header("content-encoding"), None, "{}", got.head);
+        assert!(
+            got.header("vary").is_none(),
+            "no variant, no Vary: {}",
+            got.head
+        );
+
+        let got = get("/p/app.js", "gzip").await;
+        assert_eq!(
+            got.header("content-encoding"),
+            None,
+            "route without precompressed"
+        );
+        assert_eq!(got.body, js.as_bytes());
+
+        let got = curl(
+            &p,
+            proto,
+            "/s/app.js",
+            &["-I", "-H", "accept-encoding: gzip"],
+        )
+        .await;
+        let at = format!("{proto:?} HEAD: {}", got.head);
+        assert_eq!(got.header("content-encoding"), Some("gzip"), "{at}");
+        assert_eq!(
+            got.header("content-length"),
+            Some(gz.len().to_string().as_str()),
+            "{at}"
+        );
+    }
+}

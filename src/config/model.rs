@@ -290,6 +290,10 @@ pub struct RouteConfig {
     /// Responses with a Content-Length below this are not compressed (nginx
     /// `gzip_min_length`). Default: 512.
     pub compress_min_size: Option<Size>,
+    /// A static route sends `file.br`, `file.zst` or `file.gz` beside `file` to a client that
+    /// accepts it (nginx `gzip_static on`, Caddy `precompressed`). Default: false.
+    #[serde(default)]
+    pub precompressed: bool,
 }
 
 /// A route's `compress`: `false`, `true` or a list of encoding names (checked by `validate`).

@@ -417,10 +417,16 @@ fn check_compress(i: usize, r: &RouteConfig, p: &mut Vec<Problem>) {
             p.push(Problem::at(at(key), "has no effect without `compress`"));
         }
     }
+    if r.precompressed && r.static_dir.is_none() {
+        p.push(Problem::at(
+            at("precompressed"),
+            "serves compressed files beside a `static` route's files; an upstream route takes `compress`",
+        ));
+    }
     if on && r.static_dir.is_some() {
         p.push(Problem::at(
             at("compress"),
-            "compresses upstream responses; a `static` route does not take it",
+            "compresses upstream responses; a `static` route takes `precompressed: true`",
         ));
     }
     for (j, t) in r.compress_types.iter().flatten().enumerate() {

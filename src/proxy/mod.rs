@@ -345,8 +345,8 @@ impl ProxyHttp for Proxy {
                 let path = session.req_header().uri.path().to_string();
                 let rel = path.get(route.prefix.len()..).unwrap_or("");
                 let hsts = rules::hsts(self.listener, &route).is_some();
-                let status =
-                    static_files::serve(session, dir, rel, ctx.request_id_str(), hsts).await?;
+                let (rid, pre) = (ctx.request_id_str(), route.precompressed);
+                let status = static_files::serve(session, dir, rel, rid, hsts, pre).await?;
                 ctx.local_status = Some(status);
                 Ok(true)
             }

@@ -185,6 +185,7 @@ fn build_route(
         route.rate_limit = Some(limit);
     }
     route.compress = compression(i, rc)?;
+    route.precompressed = rc.precompressed;
     for (k, v) in &rc.headers {
         let name = HeaderName::from_bytes(k.as_bytes());
         let value = HeaderValue::from_str(v);

@@ -40,6 +40,8 @@ pub struct Route {
     pub rate_limit: Option<limit::RateLimit>,
     /// Response compression (`compress`); `None`: off.
     pub compress: Option<crate::request::compress::Compression>,
+    /// A static route serves `file.br`/`.zst`/`.gz` beside a file (`precompressed`).
+    pub precompressed: bool,
     inflight: AtomicU32,
 }
 
@@ -58,6 +60,7 @@ impl Route {
             max_concurrent: None,
             rate_limit: None,
             compress: None,
+            precompressed: false,
             inflight: AtomicU32::new(0),
         }
     }

@@ -1,7 +1,7 @@
 //! One upstream response passed on to the client: its head parsed and prepared (interim 1xx
 //! heads skipped), the body bytes relayed as they arrive in their framing (as they are, or
-//! decoded for HTTP/2 clients), and the upstream connection pooled again when the response
-//! ended cleanly.
+//! decoded for HTTP/2 clients; decoded, compressed and framed again when the route compresses
+//! it, `squeeze.rs`), and the upstream connection pooled again when the response ended cleanly.
 
 use std::sync::Arc;
 use std::time::Instant;

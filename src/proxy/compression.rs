@@ -36,8 +36,28 @@ pub(super) fn decide(session: &Session, resp: &ResponseHeader, ctx: &mut Ctx) ->
     }
 }
 
+/// Passes a body piece through the encoder, if the response is compressed.
+pub(super) fn body(ctx: &mut Ctx, body: &mut Option<Bytes>, end: bool) -> Result<()> {
+    if let Some(encoder) = ctx.encoder.as_mut() {
+        *body = compressed(encoder, body.as_deref().unwrap_or_default(), end)?;
+        if end {
+            ctx.encoder = None;
+        }
+    }
+    Ok(())
+}
+
+/// The encoder's last bytes, when the body of a compressed response ends without its last
+/// piece (its trailers came).
+pub(super) fn finish(ctx: &mut Ctx) -> Result<Option<Bytes>> {
+    match ctx.encoder.take() {
+        Some(mut encoder) => compressed(&mut encoder, &[], true),
+        None => Ok(None),
+    }
+}
+
 /// `data` compressed by `encoder` (`None` for nothing to send before the end).
-pub(super) fn compressed(encoder: &mut Encoder, data: &[u8], end: bool) -> Result<Option<Bytes>> {
+fn compressed(encoder: &mut Encoder, data: &[u8], end: bool) -> Result<Option<Bytes>> {
     let mut out = Vec::new();
     if let Err(e) = encoder.feed(data, end, &mut out) {
         tracing::warn!("compressing the response: {e}");

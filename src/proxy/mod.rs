@@ -527,16 +527,7 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        if let Some(encoder) = ctx.encoder.as_mut() {
-            *body = compression::compressed(
-                encoder,
-                body.as_deref().unwrap_or_default(),
-                end_of_stream,
-            )?;
-            if end_of_stream {
-                ctx.encoder = None;
-            }
-        }
+        compression::body(ctx, body, end_of_stream)?;
         Ok(None)
     }
 
@@ -548,10 +539,7 @@ impl ProxyHttp for Proxy {
         _trailers: &mut http::HeaderMap,
         ctx: &mut Ctx,
     ) -> Result<Option<Bytes>> {
-        match ctx.encoder.take() {
-            Some(mut encoder) => compression::compressed(&mut encoder, &[], true),
-            None => Ok(None),
-        }
+        compression::finish(ctx)
     }
 
     /// A gRPC call's status comes in the response's trailers.

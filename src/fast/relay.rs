@@ -272,24 +272,11 @@ impl Relay<'_> {
 
 impl Relay<'_> {
     /// What `crate::request::compress` decides for `resp`, with the encoder of a compressed
-    /// body (one that cannot be made leaves the body as it is).
+    /// body.
     fn compression(&self, req: &Request<'_>, resp: &ResponseHead) -> (Verdict, Option<Squeeze>) {
         let c = self.route.compress.as_ref();
-        if c.is_none() {
-            return (Verdict::Untouched, None);
-        }
-        let asked = compress::asked(c, req.method, false, req);
-        let verdict = compress::verdict(c, asked, resp.code, resp);
-        let Some(encoding) = verdict.compresses() else {
-            return (verdict, None);
-        };
-        match Squeeze::new(encoding) {
-            Ok(z) => (verdict, Some(z)),
-            Err(e) => {
-                tracing::warn!("cannot start a {} encoder: {e}", encoding.token());
-                (Verdict::Vary, None)
-            }
-        }
+        let (verdict, encoder) = compress::decide(c, req.method, false, req, resp.code, resp);
+        (verdict, encoder.map(Squeeze::new))
     }
 }
 

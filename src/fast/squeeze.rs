@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::request::compress::{Encoder, Encoding};
+use crate::request::compress::Encoder;
 
 /// One response body being compressed.
 pub(super) struct Squeeze {
@@ -16,12 +16,12 @@ pub(super) struct Squeeze {
 }
 
 impl Squeeze {
-    pub(super) fn new(encoding: Encoding) -> io::Result<Squeeze> {
-        Ok(Squeeze {
-            encoder: Encoder::new(encoding)?,
+    pub(super) fn new(encoder: Encoder) -> Squeeze {
+        Squeeze {
+            encoder,
             out: Vec::new(),
             framed: Vec::new(),
-        })
+        }
     }
 
     /// What to send the client for the body bytes `data` (`end`: the body's last): compressed,
@@ -66,7 +66,8 @@ mod tests {
         chunk(&mut out, &[b'x'; 0x1f0]);
         assert!(out.starts_with(b"3\r\nabc\r\n1f0\r\nxx"), "{out:?}");
         assert!(out.ends_with(b"x\r\n"));
-        let mut s = Squeeze::new(Encoding::Gzip).unwrap();
+        let encoder = Encoder::new(crate::request::compress::Encoding::Gzip).unwrap();
+        let mut s = Squeeze::new(encoder);
         assert!(s.next(b"", false, true).unwrap().is_empty());
         let last = s.next(b"", true, true).unwrap();
         assert!(last.ends_with(b"\r\n0\r\n\r\n"), "{last:?}");

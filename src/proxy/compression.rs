@@ -11,29 +11,22 @@ use super::{respond, Ctx};
 use crate::request::compress::{self, Encoder, Verdict};
 
 /// What `crate::request::compress` decides for the upstream's response `resp`; the encoder
-/// of a compressed one goes to `ctx` (one that cannot be made leaves the body as it is).
+/// of a compressed one goes to `ctx`.
 pub(super) fn decide(session: &Session, resp: &ResponseHeader, ctx: &mut Ctx) -> Verdict {
     let c = ctx.route.as_ref().and_then(|r| r.compress.as_ref());
-    if c.is_none() {
-        return Verdict::Untouched;
-    }
     let req = session.req_header();
     let http10 = req.version < http::Version::HTTP_11;
-    let asked = compress::asked(c, req.method.as_str(), http10, &req.headers);
-    let verdict = compress::verdict(c, asked, resp.status.as_u16(), &resp.headers);
-    let Some(encoding) = verdict.compresses() else {
-        return verdict;
-    };
-    match Encoder::new(encoding) {
-        Ok(encoder) => {
-            ctx.encoder = Some(encoder);
-            verdict
-        }
-        Err(e) => {
-            tracing::warn!("cannot start a {} encoder: {e}", encoding.token());
-            Verdict::Vary
-        }
-    }
+    let status = resp.status.as_u16();
+    let (verdict, encoder) = compress::decide(
+        c,
+        req.method.as_str(),
+        http10,
+        &req.headers,
+        status,
+        &resp.headers,
+    );
+    ctx.encoder = encoder;
+    verdict
 }
 
 /// Passes a body piece through the encoder, if the response is compressed.

@@ -333,6 +333,33 @@ pub fn verdict<L: Lines + ?Sized>(
     }
 }
 
+/// Everything decided about one response (`asked`, then `verdict`) with the encoder of a
+/// compressed one; an encoder that cannot be made leaves the body as it is (it only varies).
+pub fn decide<Q: Lines + ?Sized, R: Lines + ?Sized>(
+    c: Option<&Compression>,
+    method: &str,
+    http10: bool,
+    request: &Q,
+    status: u16,
+    response: &R,
+) -> (Verdict, Option<Encoder>) {
+    if c.is_none() {
+        return (Verdict::Untouched, None);
+    }
+    let asked = asked(c, method, http10, request);
+    let verdict = verdict(c, asked, status, response);
+    let Some(encoding) = verdict.compresses() else {
+        return (verdict, None);
+    };
+    match Encoder::new(encoding) {
+        Ok(encoder) => (verdict, Some(encoder)),
+        Err(e) => {
+            tracing::warn!("cannot start a {} encoder: {e}", encoding.token());
+            (Verdict::Vary, None)
+        }
+    }
+}
+
 /// A `HeaderSink` that writes a response's lines as `verdict` has them: `Vary` gains
 /// `Accept-Encoding` (merged into the first Vary line, or added); a compressed response loses
 /// Content-Length, Accept-Ranges and its upstream framing, its strong ETag turns weak (as

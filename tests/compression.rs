@@ -84,6 +84,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             .header(CT, "application/json")
             .body(full(r#"{"ok":true}"#)),
         "/png" => r.header(CT, "image/png").body(full(vec![7u8; 4096])),
+        "/png-big" => r.header(CT, "image/png").body(full(vec![7u8; 16384])),
         "/encoded" => r
             .header(CT, "text/plain")
             .header("content-encoding", "gzip")
@@ -153,6 +154,12 @@ routes:
   - path: /plain
     upstream: app
     strip_prefix: true
+  - path: /custom
+    upstream: app
+    strip_prefix: true
+    compress: [zstd]
+    compress_types: [image/png, "*+xml"]
+    compress_min_size: 8KiB
 "#
         ))
         .start()
@@ -575,4 +582,43 @@ async fn precompressed_static_files() {
             "{at}"
         );
     }
+}
+
+/// `compress_types` replaces the default list and `compress_min_size` the default minimum;
+/// an HTTP/1.0 client gets nothing compressed (as nginx's `gzip_http_version 1.1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_overrides_and_http10() {
+    let p = proxy().await;
+    let zstd: &[&str] = &["-H", "accept-encoding: zstd, gzip"];
+    for proto in PROTOS {
+        let got = curl(&p, proto, "/custom/png-big", zstd).await;
+        let at = format!("{proto:?} png, 16 KiB, listed: {}", got.head);
+        assert_eq!(got.header("content-encoding"), Some("zstd"), "{at}");
+        assert_eq!(decode("zstd", &got.body), vec![7u8; 16384], "{at}");
+        let got = curl(&p, proto, "/custom/png", zstd).await;
+        let at = format!("{proto:?} png, 4 KiB, below 8 KiB: {}", got.head);
+        assert_eq!(got.header("content-encoding"), None, "{at}");
+        assert!(varies(&got), "{at}");
+        for path in ["/custom/json", "/custom/etag"] {
+            let got = curl(&p, proto, path, zstd).await;
+            let at = format!("{proto:?} {path}, not listed: {}", got.head);
+            assert_eq!(got.header("content-encoding"), None, "{at}");
+            assert!(!varies(&got), "{at}");
+        }
+    }
+    let got = curl(
+        &p,
+        Proto::H1,
+        "/json-cl",
+        &["--http1.0", "-H", "accept-encoding: gzip"],
+    )
+    .await;
+    assert_eq!(
+        got.header("content-encoding"),
+        None,
+        "HTTP/1.0: {}",
+        got.head
+    );
+    assert!(varies(&got), "HTTP/1.0: {}", got.head);
+    assert_eq!(got.body.len(), big_json().len());
 }

@@ -9,6 +9,7 @@ use pingora_http::RequestHeader;
 use rproxy::config::{load_str, Loaded};
 use rproxy::proxy::headers::{upstream_request, Client};
 use rproxy::request::client::ClientAddr;
+use rproxy::request::compress::Verdict;
 use rproxy::request::Listener;
 use rproxy::routing::{Route, Target};
 use rproxy::upstream::SelectKey;
@@ -89,7 +90,7 @@ fn fast_path_heads(c: &mut Criterion) {
                 .expect("bench response parses")
                 .expect("complete");
             out.clear();
-            head::write_client_response(&mut out, &resp, &added);
+            head::write_client_response(&mut out, &resp, &added, Verdict::Untouched);
             out.len()
         })
     });

@@ -82,6 +82,16 @@
 #             resumes a session across clients) and one h2 request; req/s = handshakes/s
 #   upstream  the upstream alone with wrk at $CONNS connections: the ceiling for all proxies
 #   optional (not in the default list):
+#   gzip-N    response compression: HTTP/1.1 keep-alive, wrk -cN with `Accept-Encoding: gzip`,
+#             to /gz/, where the upstream answers 8 KiB of JSON from a file (uncompressed, with
+#             its length)
+#             and each proxy compresses it with gzip: nginx `gzip on; gzip_comp_level 6;
+#             gzip_types application/json; gzip_proxied any; gzip_vary on;` (zlib), rproxy
+#             `compress: [gzip]` on a /gz route (level 6, zlib-ng), HAProxy `compression algo
+#             gzip` + `compression type application/json` in a backend for /gz/ (Debian's build
+#             uses libslz, which has no levels: about zlib level 1's ratio at a fraction of its
+#             cost, so HAProxy does less work than the other two there). Checked before the
+#             runs: each answers /gz/ with Content-Encoding gzip, decoding to the upstream's body
 #   h1, h2    h1-$CONNS and h2-${H2_CLIENTS}x$H2_STREAMS
 #   h2c       h2c-${H2_CLIENTS}x$H2_STREAMS
 #   h1-rate   the same fixed load on all, for latency at equal load: h2load --h1 -c$CONNS -m1
@@ -182,11 +192,12 @@ parse_scenario() {
     h1-rate | h2-rate | tls-new) kind=$1 ;;
     upstream) kind=upstream conns=$CONNS ;;
     h1-*) kind=h1 conns=${1#h1-} ;;
+    gzip-*) kind=gzip conns=${1#gzip-} ;;
     h2-*x*) kind=h2 clients=${1#h2-} streams=${1#*x} clients=${clients%x*} ;;
     h2c-*x*) kind=h2c clients=${1#h2c-} streams=${1#*x} clients=${clients%x*} ;;
     esac
     [[ -n $kind && $conns$clients$streams =~ ^[0-9]*$ ]] || die "unknown scenario $1"
-    [[ $kind != h1 || $conns -gt 0 ]] || die "unknown scenario $1"
+    [[ ($kind != h1 && $kind != gzip) || $conns -gt 0 ]] || die "unknown scenario $1"
     [[ ($kind != h2 && $kind != h2c) || ($clients -gt 0 && $streams -gt 0) ]] || die "unknown scenario $1"
 }
 # The most client connections a proxy holds at once: every proxy must take them (nginx also needs
@@ -267,6 +278,12 @@ cat "$work/certs/localhost.crt" "$work/certs/localhost.key" >"$work/certs/localh
 
 # --- configurations -----------------------------------------------------------------------------
 body='{"service":"bench","status":"ok","items":[1,2,3,4,5],"message":"hello from the upstream"}'
+# /gz/'s body: about 8 KiB of JSON (a list of records), compressible as real API answers are.
+gz_body=$(awk 'BEGIN { printf "["; for (i = 0; i < 140; i++) { if (i) printf ",";
+    printf "{\"id\":%d,\"name\":\"item-%d\",\"tags\":[\"alpha\",\"beta\"],\"score\":%d}", i, i, (i * 37) % 1000 }
+    printf "]" }')
+mkdir -p "$work/nginx-up/www"
+printf '%s' "$gz_body" >"$work/nginx-up/www/gz.json"
 user_line=
 ((EUID == 0)) && user_line='user root;'
 
@@ -302,6 +319,11 @@ upstream_locations() {
         location = $1 {
             return 200 "xff=\$http_x_forwarded_for rip=\$http_x_real_ip proto=\$http_x_forwarded_proto host=\$http_x_forwarded_host via=\$server_protocol id=\$http_x_request_id\n";
         }
+        location /gz/ {
+            default_type application/json;
+            root $work/nginx-up/www;
+            try_files /gz.json =404;
+        }
         location / {
             default_type application/json;
             return 200 '$body';
@@ -326,6 +348,21 @@ $(upstream_locations /h2c/echo-headers)
 EOF
 } >"$work/nginx-up/nginx.conf"
 
+# The proxying lines of nginx's locations to the HTTP/1.1 upstream.
+nginx_proxy_lines() {
+    cat <<EOF
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+EOF
+}
 {
     nginx_common "$work/nginx-proxy"
     cat <<EOF
@@ -354,16 +391,16 @@ $(nginx_http_common "$work/nginx-proxy")
         ssl_certificate_key $work/certs/localhost.key;
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Real-IP \$remote_addr;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id always;
+$(nginx_proxy_lines)
+        }
+        # Response compression (the gzip-N scenarios), at the level rproxy uses.
+        location /gz/ {
+$(nginx_proxy_lines)
+            gzip on;
+            gzip_comp_level 6;
+            gzip_types application/json;
+            gzip_proxied any;
+            gzip_vary on;
         }
         # HTTP/2 to the upstream: grpc_pass is nginx's only way; it proxies any request.
         location /h2c/ {
@@ -393,6 +430,7 @@ haproxy_frontend() { # $1 = X-Forwarded-Proto
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     http-response set-header X-Request-Id %[unique-id]
     use_backend app_h2c if { path_beg /h2c/ }
+    use_backend app_gz if { path_beg /gz/ }
     default_backend app
 EOF
 }
@@ -417,6 +455,13 @@ frontend tls
 $(haproxy_frontend https)
 backend app
     http-reuse always
+    option httpchk GET /health
+    server up 127.0.0.1:$UP_PORT check inter 2s
+# The same upstream, for /gz/: responses compressed (libslz in Debian's build).
+backend app_gz
+    http-reuse always
+    compression algo gzip
+    compression type application/json
     option httpchk GET /health
     server up 127.0.0.1:$UP_PORT check inter 2s
 # The h2c listener, for /h2c/: HTTP/2 with prior knowledge (proto h2), checks too. nginx answers
@@ -457,6 +502,7 @@ ${1:-}
 routes:
   - { name: bench, path: /, upstream: app }
   - { name: bench-h2c, path: /h2c, upstream: app_h2c }
+${2:-}
 EOF
 }
 # Idle upstream connections like nginx's keepalive 1024, where this build has the key.
@@ -467,7 +513,14 @@ if ! "$RPROXY_BIN" -t -c "$work/proxy-probe.yaml" >"$work/proxy-probe.log" 2>&1;
         "running without it"
     rp_keepalive=
 fi
-rproxy_config "$rp_keepalive" >"$work/proxy.yaml"
+# Response compression for /gz (the gzip-N scenarios), where this build has the key.
+rp_gz="  - { name: bench-gz, path: /gz, upstream: app, compress: [gzip] }"
+rproxy_config "$rp_keepalive" "$rp_gz" >"$work/proxy-probe.yaml"
+if ! "$RPROXY_BIN" -t -c "$work/proxy-probe.yaml" >"$work/proxy-probe.log" 2>&1; then
+    [[ " $SCENARIOS " != *" gzip-"* ]] || die "this rproxy does not accept routes[].compress"
+    rp_gz=
+fi
+rproxy_config "$rp_keepalive" "$rp_gz" >"$work/proxy.yaml"
 
 cat >"$work/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -556,6 +609,11 @@ http://localhost:$http/echo-headers HTTP/1.1
 https://localhost:$https/echo-headers HTTP/1.1
 https://localhost:$https/h2c/echo-headers HTTP/2.0
 EOF
+    if [[ $name != rproxy || -n $rp_gz ]]; then
+        got=$(curl -s --max-time 5 --compressed -D "$work/headers.txt" "http://localhost:$http/gz/")
+        [[ $got == "$gz_body" ]] || die "$name answered /gz/ with: ${got:0:200}"
+        grep -qi '^content-encoding: gzip' "$work/headers.txt" || die "$name did not compress /gz/"
+    fi
     fp=$(openssl s_client -connect "127.0.0.1:$https" -servername localhost </dev/null 2>/dev/null |
         openssl x509 -noout -fingerprint -sha256)
     [[ $fp == "$cert_fp" ]] || die "$name does not serve the benchmark certificate"
@@ -569,8 +627,9 @@ peak_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 cpu_ns() { cat "/proc/$1/task/"*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
 # Each run_* prints: req/s p50_ms p99_ms failed requests
-run_wrk() { # url connections
+run_wrk() { # url connections [wrk args]
     local url=$1 conns=$2 port out probe open
+    shift 2
     port=${url##*:} port=${port%%/*}
     # Does wrk really hold that many connections? Counted mid-run (wrk's own sockets only).
     (
@@ -578,7 +637,7 @@ run_wrk() { # url connections
         ss -Htnp state established "( dport = :$port )" | grep -c '"wrk"' >"$work/open.txt" || true
     ) &
     probe=$!
-    out=$("${load_cpu[@]}" timeout $((DURATION + 30)) wrk --latency -t1 -c"$conns" --timeout 10s \
+    out=$("${load_cpu[@]}" timeout $((DURATION + 30)) wrk --latency -t1 -c"$conns" --timeout 10s "$@" \
         -d"${DURATION}s" -s "$work/report.lua" "$url" | tee -a "$work/raw.txt" | grep '^RESULT') ||
         die "wrk failed against $url"
     wait "$probe" || true
@@ -642,6 +701,7 @@ run_scenario() { # scenario target -> "rps p50 p99 failed requests"
     parse_scenario "$1"
     case $kind in
     h1 | upstream) run_wrk "http://localhost:$http/" "$conns" ;;
+    gzip) run_wrk "http://localhost:$http/gz/" "$conns" -H "Accept-Encoding: gzip" ;;
     h2) run_h2load "$https" -t1 -c"$clients" -m"$streams" -D "$DURATION" --warm-up-time=1 ;;
     h2c)
         h2c_conns_probe "$pid"

@@ -325,6 +325,56 @@ pub struct RouteConfig {
     pub hsts: bool,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Response compression (nginx `gzip on`): `true` (br, zstd, gzip) or the encodings in the
+    /// server's order of preference, e.g. `[br, gzip]`. Default: off.
+    #[serde(default)]
+    pub compress: Compress,
+    /// Media types compressed (nginx `gzip_types`): `text/*`, `*+json`, `application/json`, `*`.
+    /// Default: `crate::request::compress::DEFAULT_TYPES`.
+    pub compress_types: Option<Vec<String>>,
+    /// Responses with a Content-Length below this are not compressed (nginx
+    /// `gzip_min_length`). Default: 512.
+    pub compress_min_size: Option<Size>,
+    /// A static route sends `file.br`, `file.zst` or `file.gz` beside `file` to a client that
+    /// accepts it (nginx `gzip_static on`, Caddy `precompressed`). Default: false.
+    #[serde(default)]
+    pub precompressed: bool,
+}
+
+/// A route's `compress`: `false`, `true` or a list of encoding names (checked by `validate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Compress {
+    #[default]
+    Off,
+    On,
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Compress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CompressVisitor;
+        impl<'de> Visitor<'de> for CompressVisitor {
+            type Value = Compress;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or encodings like [br, zstd, gzip]")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Compress, E> {
+                Ok(if v { Compress::On } else { Compress::Off })
+            }
+            /// One encoding written without brackets: `compress: gzip`.
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Compress, E> {
+                Ok(Compress::List(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Compress, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(Compress::List(names))
+            }
+        }
+        d.deserialize_any(CompressVisitor)
+    }
 }
 
 /// A duration written as `250ms`, `5s`, `2m`, `1h` or `30d`.

@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use http::header::{HeaderName, HeaderValue};
 
 use super::model::{
-    AcmeConfig, Config, RouteConfig, StickyConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
+    AcmeConfig, Compress, Config, RouteConfig, StickyConfig, UpstreamConfig, UpstreamProtocol,
+    UpstreamTls,
 };
 use super::{did_you_mean, Loaded, Problem};
 use crate::request::client::TrustedProxies;
+use crate::request::compress::{Encoding, TypePattern};
 use crate::upstream::peer::ClientTls;
 use crate::upstream::sticky::is_cookie_name;
 
@@ -397,6 +399,7 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
             "must be more than 0",
         ));
     }
+    check_compress(i, r, p);
     for (name, value) in &r.headers {
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             p.push(Problem::at(
@@ -413,6 +416,62 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
             p.push(Problem::at(
                 at(&format!("headers.{name}")),
                 "is not a valid header value",
+            ));
+        }
+    }
+}
+
+/// `compress` names known encodings, each once; its overrides come with it and parse.
+fn check_compress(i: usize, r: &RouteConfig, p: &mut Vec<Problem>) {
+    let at = |k: &str| format!("routes[{i}].{k}");
+    if let Compress::List(names) = &r.compress {
+        if names.is_empty() {
+            p.push(Problem::at(
+                at("compress"),
+                "an empty list: name encodings (br, zstd, gzip) or write `false`",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (j, name) in names.iter().enumerate() {
+            match Encoding::parse(name) {
+                None => p.push(Problem::at(
+                    at(&format!("compress[{j}]")),
+                    format!("unknown encoding `{name}`: expected br, zstd or gzip"),
+                )),
+                Some(e) if !seen.insert(e) => p.push(Problem::at(
+                    at(&format!("compress[{j}]")),
+                    format!("`{name}` is listed twice"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let on = r.compress != Compress::Off;
+    for (key, set) in [
+        ("compress_types", r.compress_types.is_some()),
+        ("compress_min_size", r.compress_min_size.is_some()),
+    ] {
+        if set && !on {
+            p.push(Problem::at(at(key), "has no effect without `compress`"));
+        }
+    }
+    if r.precompressed && r.static_dir.is_none() {
+        p.push(Problem::at(
+            at("precompressed"),
+            "serves compressed files beside a `static` route's files; an upstream route takes `compress`",
+        ));
+    }
+    if on && r.static_dir.is_some() {
+        p.push(Problem::at(
+            at("compress"),
+            "compresses upstream responses; a `static` route takes `precompressed: true`",
+        ));
+    }
+    for (j, t) in r.compress_types.iter().flatten().enumerate() {
+        if TypePattern::parse(t).is_none() {
+            p.push(Problem::at(
+                at(&format!("compress_types[{j}]")),
+                format!("`{t}` is not a media type like text/html, text/*, *+json or *"),
             ));
         }
     }

@@ -20,6 +20,7 @@ use super::timer::{Elapsed, Timer};
 use super::{buffers, pool, Admitted, Engine, Forward, Plan};
 use crate::request::access::{self, Entry};
 use crate::request::client::ClientAddr;
+use crate::request::compress::Verdict;
 use crate::request::failure::{Attempts, Next as AfterFailure};
 use crate::request::headers::sticky_value;
 use crate::request::id::RequestId;
@@ -48,7 +49,8 @@ pub(super) trait Downstream {
     /// Writes the response head and the body bytes that came with it; `end`: nothing follows.
     /// Prepares the response head (kept until `send_head`; the upstream's head need not live
     /// across an await).
-    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>);
+    /// `verdict`: compressed or varying (`crate::request::compress`).
+    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>, verdict: Verdict);
     /// Writes the prepared head and the body bytes that came with it; `end`: nothing follows.
     async fn send_head(&mut self, first: &[u8], end: bool) -> bool;
     async fn body(&mut self, data: &[u8], end: bool) -> bool;

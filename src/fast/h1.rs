@@ -20,6 +20,7 @@ use super::head::{self, Added, Parsed, Request, ResponseHead};
 use super::replay::Replayed;
 use super::timer::{Elapsed, Timer};
 use super::{buffers, Engine, PREREAD_BODY};
+use crate::request::compress::Verdict;
 use crate::request::Failure;
 use crate::state::Settings;
 
@@ -205,9 +206,9 @@ impl Downstream for Conn {
         write_all(&mut self.io, &mut self.timer, &self.out).await
     }
 
-    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>) {
+    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>, verdict: Verdict) {
         self.out.clear();
-        head::write_client_response(&mut self.out, resp, added);
+        head::write_client_response(&mut self.out, resp, added, verdict);
     }
 
     async fn send_head(&mut self, first: &[u8], _end: bool) -> bool {

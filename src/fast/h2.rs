@@ -11,6 +11,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::exchange::{self, Downstream, UpSide};
 use super::head::{self, Added, ResponseHead};
 use super::{Engine, PREREAD_BODY};
+use crate::request::compress::Verdict;
 use crate::request::headers::{request_host, HeaderSink};
 use crate::request::{local, Failure};
 
@@ -149,11 +150,11 @@ impl Downstream for Stream<'_> {
         self.send(resp, body, true).await
     }
 
-    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>) {
+    fn prepare_head(&mut self, resp: &ResponseHead<'_, '_>, added: &Added<'_>, verdict: Verdict) {
         self.head = ResponseHeader::build_no_case(resp.code, Some(16))
             .ok()
             .map(|mut out| {
-                resp.forward(added, &mut H2Lines(&mut out));
+                resp.forward(added, verdict, &mut H2Lines(&mut out));
                 out
             });
     }

@@ -25,6 +25,7 @@ pub mod head;
 pub mod pool;
 mod relay;
 mod replay;
+mod squeeze;
 mod timer;
 
 use std::net::IpAddr;

@@ -1,7 +1,7 @@
 //! One upstream response passed on to the client: its head parsed and prepared (interim 1xx
 //! heads skipped), the body bytes relayed as they arrive in their framing (as they are, or
-//! decoded for HTTP/2 clients), and the upstream connection pooled again when the response
-//! ended cleanly.
+//! decoded for HTTP/2 clients; decoded, compressed and framed again when the route compresses
+//! it, `squeeze.rs`), and the upstream connection pooled again when the response ended cleanly.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,8 +12,10 @@ use tokio::net::TcpStream;
 
 use super::body::{ChunkError, Framing, Progress};
 use super::exchange::{fail, read_response_head, Downstream, Next, Record, UpSide, UP_BUFFER};
-use super::head::{self, Added, BadResponse, Request};
+use super::head::{self, Added, BadResponse, Request, ResponseHead};
+use super::squeeze::Squeeze;
 use super::{buffers, pool};
+use crate::request::compress::{self, Verdict};
 use crate::request::headers::hsts;
 use crate::request::{Failure, Listener};
 use crate::routing::Route;
@@ -58,6 +60,8 @@ struct Started {
     keep: bool,
     /// No byte after the message end came with the head.
     clean: bool,
+    /// The body's encoder, when it is compressed (`crate::request::compress`).
+    squeeze: Option<Squeeze>,
 }
 
 impl Relay<'_> {
@@ -101,7 +105,11 @@ impl Relay<'_> {
                     n
                 }
                 Ok(_) if s.framing == Framing::UntilClose => {
-                    d.body(&[], true).await;
+                    match s.squeeze.as_mut().map(|z| z.next(&[], true, !D::DECODES)) {
+                        Some(Ok(last)) => d.body(last, true).await,
+                        Some(Err(e)) => return compress_failed(d, rec, e),
+                        None => d.body(&[], true).await,
+                    };
                     break;
                 }
                 _ => {
@@ -110,8 +118,9 @@ impl Relay<'_> {
                     return Next::Close;
                 }
             };
+            let decode = D::DECODES || s.squeeze.is_some();
             let (used, data) =
-                match body_part(&mut s.progress, &up.buf[..n], D::DECODES, &mut up.decoded) {
+                match body_part(&mut s.progress, &up.buf[..n], decode, &mut up.decoded) {
                     Ok(part) => part,
                     Err(e) => {
                         rec.error = Some(e.into());
@@ -124,6 +133,11 @@ impl Relay<'_> {
             if done {
                 backend.release();
             }
+            let data = match s.squeeze.as_mut().map(|z| z.next(data, done, !D::DECODES)) {
+                Some(Ok(squeezed)) => squeezed,
+                Some(Err(e)) => return compress_failed(d, rec, e),
+                None => data,
+            };
             if !d.body(data, done).await {
                 return self.client_left(rec, "closed during the response");
             }
@@ -180,19 +194,27 @@ impl Relay<'_> {
                     continue;
                 }
             };
+            let mut started = head.started;
+            let done = started.progress.is_done();
             let first = match head.first {
                 First::Raw(from, to) => &up.buf[from..to],
                 First::Decoded => &up.decoded[..],
             };
-            if head.started.progress.is_done() {
+            if done {
                 backend.release();
             }
-            if !d.send_head(first, head.started.progress.is_done()).await {
+            let first = match started.squeeze.as_mut() {
+                Some(z) => z
+                    .next(first, done, !D::DECODES)
+                    .map_err(|e| Failure::Status(500, format!("compressing the response: {e}")))?,
+                None => first,
+            };
+            if !d.send_head(first, done).await {
                 self.client_left(rec, "closed before the response head");
                 return Ok(None);
             }
             rec.bytes_out += first.len();
-            return Ok(Some(head.started));
+            return Ok(Some(started));
         }
     }
 
@@ -224,17 +246,19 @@ impl Relay<'_> {
             date: date.as_bytes(),
             set_cookie: self.set_cookie,
         };
+        let (verdict, squeeze) = self.compression(req, &resp);
+        let decode = D::DECODES || squeeze.is_some();
         let mut progress = Progress::new(framing);
         let avail = &up.buf[resp.len..];
-        let (used, first) = body_part(&mut progress, avail, D::DECODES, &mut up.decoded)?;
-        let first = if D::DECODES && progress.is_chunked() {
+        let (used, first) = body_part(&mut progress, avail, decode, &mut up.decoded)?;
+        let first = if decode && progress.is_chunked() {
             First::Decoded
         } else {
             First::Raw(resp.len, resp.len + first.len())
         };
         rec.status = resp.code;
         rec.upstream_status = Some(resp.code);
-        d.prepare_head(&resp, &added);
+        d.prepare_head(&resp, &added, verdict);
         Ok(Head::Final(Prepared {
             started: Started {
                 framing,
@@ -242,10 +266,31 @@ impl Relay<'_> {
                 upstream_close: resp.close,
                 keep,
                 clean: used == avail.len(),
+                squeeze,
             },
             first,
         }))
     }
+}
+
+impl Relay<'_> {
+    /// What `crate::request::compress` decides for `resp`, with the encoder of a compressed
+    /// body.
+    fn compression(&self, req: &Request<'_>, resp: &ResponseHead) -> (Verdict, Option<Squeeze>) {
+        let c = self.route.compress.as_ref();
+        let (verdict, encoder) = compress::decide(c, req.method, false, req, resp.code, resp);
+        (verdict, encoder.map(Squeeze::new))
+    }
+}
+
+/// The encoder failed mid-body: the client must not take the response as complete.
+fn compress_failed<D: Downstream>(d: &mut D, rec: &mut Record, e: std::io::Error) -> Next {
+    rec.error = Some(Failure::Status(
+        500,
+        format!("compressing the response: {e}"),
+    ));
+    d.abort();
+    Next::Close
 }
 
 /// Where the body bytes that came with a response head are.

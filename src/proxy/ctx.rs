@@ -46,6 +46,8 @@ pub struct Ctx {
     pub grpc_status: Option<u16>,
     /// The client and the connection's peer, once the request head is in.
     pub client: Option<ClientAddr>,
+    /// The response body's encoder, when it is compressed (`crate::request::compress`).
+    pub encoder: Option<crate::request::compress::Encoder>,
 }
 
 impl Default for Ctx {
@@ -67,6 +69,7 @@ impl Default for Ctx {
             stream_turn: None,
             grpc_status: None,
             client: None,
+            encoder: None,
         }
     }
 }

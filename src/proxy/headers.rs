@@ -6,9 +6,8 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::respond::http_error;
-use crate::request::headers::{
-    self, forward_request, forward_response, ClientAddr, Forwarding, Upgrade,
-};
+use crate::request::compress::{self, Verdict};
+use crate::request::headers::{self, forward_request, ClientAddr, Forwarding, Upgrade};
 use crate::request::Listener;
 use crate::routing::Route;
 
@@ -89,8 +88,13 @@ pub fn handshake<'a>(
     out
 }
 
-/// The response for the client, rebuilt from the upstream's `resp`.
-pub fn client_response(resp: &ResponseHeader, added: &headers::Added) -> Result<ResponseHeader> {
+/// The response for the client, rebuilt from the upstream's `resp` (compressed or varying as
+/// `verdict` says).
+pub fn client_response(
+    resp: &ResponseHeader,
+    added: &headers::Added,
+    verdict: Verdict,
+) -> Result<ResponseHeader> {
     let mut out = ResponseHeader::build_no_case(resp.status, Some(resp.headers.len() + 3))?;
     out.set_version(resp.version);
     let chunked = resp.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -98,6 +102,6 @@ pub fn client_response(resp: &ResponseHeader, added: &headers::Added) -> Result<
         .ok()
         .flatten()
         .filter(|_| !chunked);
-    forward_response(&resp.headers, length, added, &mut out);
+    compress::forward_response(&resp.headers, length, added, verdict, &mut out);
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! runtime once, is routed, then either answered locally (redirect, static file, error),
 //! tunnelled (WebSocket), or forwarded to a healthy server of its route's pool.
 
+mod compression;
 mod ctx;
 pub mod headers;
 mod linger;
@@ -326,8 +327,8 @@ impl ProxyHttp for Proxy {
                 let path = session.req_header().uri.path().to_string();
                 let rel = path.get(route.prefix.len()..).unwrap_or("");
                 let hsts = rules::hsts(self.listener, &route).is_some();
-                let status =
-                    static_files::serve(session, dir, rel, ctx.request_id_str(), hsts).await?;
+                let (rid, pre) = (ctx.request_id_str(), route.precompressed);
+                let status = static_files::serve(session, dir, rel, rid, hsts, pre).await?;
                 ctx.local_status = Some(status);
                 Ok(true)
             }
@@ -485,6 +486,7 @@ impl ProxyHttp for Proxy {
             b.backend().record_success();
         }
         ctx.upstream_header = ctx.upstream_start.map(|t| t.elapsed());
+        let verdict = compression::decide(session, resp, ctx);
         let date = pingora_core::protocols::http::date::get_cached_date();
         let cookie = self.sticky_cookie(session, ctx);
         let added = rules::Added {
@@ -496,8 +498,32 @@ impl ProxyHttp for Proxy {
             date: date.as_bytes(),
             set_cookie: cookie.as_deref(),
         };
-        *resp = headers::client_response(resp, &added)?;
+        *resp = headers::client_response(resp, &added, verdict)?;
         Ok(())
+    }
+
+    /// Compresses the body when `response_filter` chose to (`ctx.encoder`): each piece as it
+    /// comes, flushed, and the stream finished with the body's last piece.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        compression::body(ctx, body, end_of_stream)?;
+        Ok(None)
+    }
+
+    /// Trailers end a compressed body (an HTTP/2 upstream's): the encoder's last bytes are
+    /// written in their place (HTTP/1.1 clients never get trailers from rproxy either).
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        _trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        compression::finish(ctx)
     }
 
     /// A gRPC call's status comes in the response's trailers.

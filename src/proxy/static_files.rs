@@ -1,6 +1,9 @@
 //! Static-file routes (nginx `alias`): maps the path after the route prefix into a directory,
 //! with Content-Type, Last-Modified/ETag (304) and HEAD. Nothing outside the directory is
-//! served: `..` (encoded or not) is refused and symlinks are resolved before the check.
+//! served: `..` (encoded or not) is refused and symlinks are resolved before the check. With
+//! `precompressed`, a `file.br`, `file.zst` or `file.gz` beside the file is sent instead when
+//! the client accepts it (nginx `gzip_static`, Caddy `precompressed`), chosen by the one
+//! Accept-Encoding rule (`crate::request::compress`).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -12,19 +15,22 @@ use pingora_proxy::Session;
 use tokio::io::AsyncReadExt;
 
 use super::respond;
+use crate::request::compress::{self, Asked, Compression, Encoding};
 use crate::request::headers::HSTS;
 
 const CHUNK: usize = 64 << 10;
 
 /// Serves `rel` (the request path after the route prefix, still percent-encoded) from `root`
 /// (a canonical directory). Returns the status written.
-/// `hsts`: add `Strict-Transport-Security` to files served (an https route with `hsts: true`).
+/// `hsts`: add `Strict-Transport-Security` to files served (an https route with `hsts: true`);
+/// `precompressed`: look for compressed variants beside the file.
 pub async fn serve(
     session: &mut Session,
     root: &Path,
     rel: &str,
     rid: &str,
     hsts: bool,
+    precompressed: bool,
 ) -> pingora_error::Result<u16> {
     let method = session.req_header().method.clone();
     if method != Method::GET && method != Method::HEAD {
@@ -49,7 +55,82 @@ pub async fn serve(
     } else {
         path
     };
-    send_file(session, &path, method == Method::HEAD, rid, hsts).await
+    let variant = if precompressed {
+        variant(session, root, &path).await
+    } else {
+        Variant::default()
+    };
+    let sending = Sending {
+        head: method == Method::HEAD,
+        rid,
+        hsts,
+        content_type: content_type(&path),
+    };
+    let file = variant.file.as_deref().unwrap_or(&path);
+    send_file(session, file, &variant, &sending).await
+}
+
+/// A compressed file served in place of the one asked for.
+#[derive(Debug, Default)]
+struct Variant {
+    file: Option<PathBuf>,
+    encoding: Option<Encoding>,
+    /// Some variant exists: the answer depends on Accept-Encoding.
+    vary: bool,
+}
+
+/// The file extension of each encoding's variant.
+fn extension(e: Encoding) -> &'static str {
+    match e {
+        Encoding::Br => "br",
+        Encoding::Zstd => "zst",
+        Encoding::Gzip => "gz",
+    }
+}
+
+/// The best variant of `path` the client accepts, among those that exist (inside `root`).
+async fn variant(session: &Session, root: &Path, path: &Path) -> Variant {
+    let mut found = Vec::new();
+    for e in Encoding::DEFAULT_ORDER {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".");
+        name.push(extension(e));
+        if let Some(file) = confine(root, Path::new(&name))
+            .await
+            .filter(|f| f.is_file())
+        {
+            found.push((e, file));
+        }
+    }
+    if found.is_empty() {
+        return Variant::default();
+    }
+    let req = session.req_header();
+    let choice = Compression::with_defaults(found.iter().map(|(e, _)| *e).collect());
+    // A HEAD is answered as its GET would be: nothing is compressed on the way.
+    let method = if req.method == Method::HEAD {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    let http10 = req.version < http::Version::HTTP_11;
+    let chosen = match compress::asked(Some(&choice), method, http10, &req.headers) {
+        Asked::Use(e) => found.into_iter().find(|(f, _)| *f == e),
+        _ => None,
+    };
+    Variant {
+        encoding: chosen.as_ref().map(|(e, _)| *e),
+        file: chosen.map(|(_, f)| f),
+        vary: true,
+    }
+}
+
+/// What a file is sent with.
+struct Sending<'a> {
+    head: bool,
+    rid: &'a str,
+    hsts: bool,
+    content_type: String,
 }
 
 /// The canonical file for `rel` under `root`, or `None` if it does not exist or escapes.
@@ -88,10 +169,12 @@ async fn redirect_to_dir(session: &mut Session, rid: &str) -> pingora_error::Res
 async fn send_file(
     session: &mut Session,
     path: &Path,
-    head: bool,
-    rid: &str,
-    hsts: bool,
+    variant: &Variant,
+    sending: &Sending<'_>,
 ) -> pingora_error::Result<u16> {
+    let Sending {
+        head, rid, hsts, ..
+    } = *sending;
     let Ok(mut file) = tokio::fs::File::open(path).await else {
         respond::send(session, 404, &[], rid).await?;
         return Ok(404);
@@ -104,7 +187,10 @@ async fn send_file(
     let etag = etag(meta.len(), modified);
     let last_modified = httpdate::fmt_http_date(modified);
     if not_modified(session, &etag, modified) {
-        let mut resp = ResponseHeader::build(304, Some(3))?;
+        let mut resp = ResponseHeader::build(304, Some(4))?;
+        if variant.vary {
+            resp.insert_header("vary", "Accept-Encoding")?;
+        }
         resp.insert_header("x-request-id", rid)?;
         if hsts {
             resp.insert_header("strict-transport-security", HSTS)?;
@@ -119,7 +205,13 @@ async fn send_file(
     if hsts {
         resp.insert_header("strict-transport-security", HSTS)?;
     }
-    resp.insert_header("content-type", content_type(path))?;
+    resp.insert_header("content-type", &sending.content_type)?;
+    if variant.vary {
+        resp.insert_header("vary", "Accept-Encoding")?;
+    }
+    if let Some(e) = variant.encoding {
+        resp.insert_header("content-encoding", e.token())?;
+    }
     resp.insert_header("content-length", meta.len().to_string())?;
     resp.insert_header("etag", &etag)?;
     resp.insert_header("last-modified", &last_modified)?;

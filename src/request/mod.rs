@@ -3,13 +3,15 @@
 //! acceptable (`framing`), the route's limits and the answers given before routing (`limits`),
 //! why an upstream attempt failed and what follows from it: status, retry, ejection
 //! (`failure`), the responses rproxy writes itself (`local`), request ids (`id`), the
-//! access-log record (`access`) and what makes a WebSocket of an HTTP/2 CONNECT (`websocket`).
+//! access-log record (`access`), what makes a WebSocket of an HTTP/2 CONNECT (`websocket`) and
+//! response compression (`compress`).
 //!
 //! Two engines call these rules: rproxy's own (`crate::fast`) and pingora's `ProxyHttp`
 //! (`crate::proxy`). An engine reads and writes bytes; neither imports the other.
 
 pub mod access;
 pub mod client;
+pub mod compress;
 pub mod failure;
 pub mod framing;
 pub mod grpc;

@@ -11,9 +11,10 @@ use http::header::{HeaderName, HeaderValue};
 use super::limit::RateLimit;
 use super::{Route, RouteTable, Target};
 use crate::acme::{directory_url, AcmeSettings, Challenge};
-use crate::config::model::{RouteConfig, UpstreamConfig};
+use crate::config::model::{Compress, RouteConfig, UpstreamConfig};
 use crate::config::{ConfigError, Loaded, Problem};
 use crate::request::client::TrustedProxies;
+use crate::request::compress::{Compression, Encoding, TypePattern};
 use crate::state::{Runtime, Settings};
 use crate::tls::CertStore;
 use crate::upstream::peer::ClientTls;
@@ -194,6 +195,8 @@ fn build_route(
             .map_err(|why| Problem::at(format!("routes[{i}].rate_limit"), why))?;
         route.rate_limit = Some(limit);
     }
+    route.compress = compression(i, rc)?;
+    route.precompressed = rc.precompressed;
     for (k, v) in &rc.headers {
         let name = HeaderName::from_bytes(k.as_bytes());
         let value = HeaderValue::from_str(v);
@@ -270,4 +273,28 @@ pub fn certs_root(loaded: &Loaded) -> std::path::PathBuf {
         Some(d) => loaded.resolve(d),
         None => loaded.dir.join("certs"),
     }
+}
+
+/// A route's `compress`, `compress_types` and `compress_min_size`, compiled.
+fn compression(i: usize, rc: &RouteConfig) -> Result<Option<Compression>, Problem> {
+    let bad = |k: &str, why: &str| Problem::at(format!("routes[{i}].{k}"), why);
+    let encodings = match &rc.compress {
+        Compress::Off => return Ok(None),
+        Compress::On => Encoding::DEFAULT_ORDER.to_vec(),
+        Compress::List(names) => names
+            .iter()
+            .map(|n| Encoding::parse(n).ok_or_else(|| bad("compress", "unknown encoding")))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut c = Compression::with_defaults(encodings);
+    if let Some(types) = &rc.compress_types {
+        c.types = types
+            .iter()
+            .map(|t| TypePattern::parse(t).ok_or_else(|| bad("compress_types", "bad media type")))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(min) = rc.compress_min_size {
+        c.min_size = min.0;
+    }
+    Ok(Some(c))
 }

@@ -38,6 +38,10 @@ pub struct Route {
     pub max_concurrent: Option<u32>,
     /// Requests per client IP (`rate_limit`).
     pub rate_limit: Option<limit::RateLimit>,
+    /// Response compression (`compress`); `None`: off.
+    pub compress: Option<crate::request::compress::Compression>,
+    /// A static route serves `file.br`/`.zst`/`.gz` beside a file (`precompressed`).
+    pub precompressed: bool,
     inflight: AtomicU32,
 }
 
@@ -55,6 +59,8 @@ impl Route {
             hsts: false,
             max_concurrent: None,
             rate_limit: None,
+            compress: None,
+            precompressed: false,
             inflight: AtomicU32::new(0),
         }
     }

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::time::{Duration, Instant};
 
 mod client;
+pub mod curl;
 mod proxy;
 pub mod python_apps;
 mod upstream;

@@ -6,6 +6,7 @@ use httparse::{Header, Status};
 use super::Storage;
 use super::MAX_HEADERS;
 use crate::fast::body::Framing;
+use crate::request::compress::{self, Verdict};
 use crate::request::headers::{self, connection_tokens, Digits, HeaderSink, Kind, Kinded, Lines};
 use crate::request::local;
 
@@ -150,9 +151,11 @@ impl<'a> Added<'a> {
 }
 
 impl<'b> ResponseHead<'b, '_> {
-    /// The header lines the client gets (`crate::request::headers::forward_response`).
-    pub fn forward<S: HeaderSink>(&self, added: &Added, out: &mut S) {
-        headers::forward_response(self, self.declared_length(), &added.lines(), out);
+    /// The header lines the client gets (`crate::request::headers::forward_response`), as
+    /// `verdict` (`crate::request::compress`) has them.
+    pub fn forward<S: HeaderSink>(&self, added: &Added, verdict: Verdict, out: &mut S) {
+        let length = self.declared_length();
+        compress::forward_response(self, length, &added.lines(), verdict, out);
     }
 
     /// The Content-Length to pass on, as one value: none beside a Transfer-Encoding.
@@ -163,13 +166,18 @@ impl<'b> ResponseHead<'b, '_> {
 
 /// Writes the response head for the client: the upstream's status, the forwarded header lines
 /// and Connection.
-pub fn write_client_response(out: &mut Vec<u8>, resp: &ResponseHead, added: &Added) {
+pub fn write_client_response(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead,
+    added: &Added,
+    verdict: Verdict,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(Digits::default().of(u64::from(resp.code)));
     out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    resp.forward(added, out);
+    resp.forward(added, verdict, out);
     connection_line(out, added.keep_alive);
     out.extend_from_slice(b"\r\n");
 }
@@ -223,7 +231,7 @@ mod tests {
             date: b"D",
             set_cookie: None,
         };
-        write_client_response(&mut out, &resp, &added);
+        write_client_response(&mut out, &resp, &added, Verdict::Untouched);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: u\r\ncontent-length: 5\r\ndate: D\r\n\
@@ -275,7 +283,7 @@ mod tests {
                 date: b"D",
                 set_cookie: None,
             };
-            write_client_response(&mut out, &resp, &added);
+            write_client_response(&mut out, &resp, &added, Verdict::Untouched);
             (String::from_utf8(out).unwrap(), resp.close)
         };
         let (out, _) = head(b"HTTP/1.1 200 OK\r\nConnection: content-length, x-a\r\nX-A: 1\r\nContent-Length: 2, 2\r\n\r\n");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::h2client::H2;
 use common::tls::insecure_client_config;
-use common::{Proxy, Upstream};
+use common::{wait_until, Proxy, Upstream};
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -135,6 +135,14 @@ async fn a_trusted_balancers_proxy_header_names_the_client() {
     let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
     let got = seen(&exchange(connect_from(TRUSTED, addr).await, local, "/", "").await);
     assert_eq!(header(&got, "x-real-ip"), TRUSTED, "{got}");
+
+    // The access log names the client too.
+    let logged = wait_until(Duration::from_secs(5), || async {
+        let log = proxy.stderr();
+        log.contains("access client=203.0.113.9 ") && log.contains("access client=2001:db8::42 ")
+    })
+    .await;
+    assert!(logged, "{}", proxy.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,24 +11,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::python_apps::{repo_dir, require_python_deps, PyApp};
+use common::python_apps::{fastapi_workers, PyApp};
 use common::ws::{self, echo_roundtrips};
 use common::{client, Proxy, POLL};
 use futures_util::StreamExt;
 
 /// Three workers, each answering `/health`, and rproxy in front (probes every 300 ms).
 async fn setup() -> (Vec<PyApp>, Proxy) {
-    require_python_deps();
-    let dir = repo_dir("examples/fastapi");
-    let mut workers: Vec<PyApp> = (0..3).map(|_| PyApp::uvicorn(&dir, "app:app")).collect();
-    for w in &mut workers {
-        w.wait_healthy().await;
-    }
-
-    let servers: Vec<String> = workers
-        .iter()
-        .map(|w| format!("127.0.0.1:{}", w.port))
-        .collect();
+    let (workers, servers) = fastapi_workers(3).await;
     let proxy = Proxy::start(&format!(
         "upstreams:\n  fastapi:\n    servers: [{}]\n    health:\n      path: /health\n      \
          interval: 300ms\n      timeout: 1s\n      rise: 1\n      fall: 2\n\

@@ -8,21 +8,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::python_apps::{repo_dir, require_python_deps, PyApp};
+use common::python_apps::{fastapi_workers, PyApp};
 use common::{client, client_builder, wait_until, Proxy};
 use reqwest::header::{COOKIE, SET_COOKIE};
 
 async fn setup(pool_extra: &str) -> (Vec<PyApp>, Proxy) {
-    require_python_deps();
-    let dir = repo_dir("examples/fastapi");
-    let mut workers: Vec<PyApp> = (0..3).map(|_| PyApp::uvicorn(&dir, "app:app")).collect();
-    for w in &mut workers {
-        w.wait_healthy().await;
-    }
-    let servers: Vec<String> = workers
-        .iter()
-        .map(|w| format!("127.0.0.1:{}", w.port))
-        .collect();
+    let (workers, servers) = fastapi_workers(3).await;
     let proxy = Proxy::builder()
         .https()
         .yaml(&format!(

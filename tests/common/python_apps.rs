@@ -155,6 +155,21 @@ impl PyApp {
     }
 }
 
+/// `n` uvicorn workers of `examples/fastapi/app.py`, each healthy, and their `ip:port`s.
+pub async fn fastapi_workers(n: usize) -> (Vec<PyApp>, Vec<String>) {
+    require_python_deps();
+    let dir = repo_dir("examples/fastapi");
+    let mut workers: Vec<PyApp> = (0..n).map(|_| PyApp::uvicorn(&dir, "app:app")).collect();
+    for w in &mut workers {
+        w.wait_healthy().await;
+    }
+    let servers = workers
+        .iter()
+        .map(|w| format!("127.0.0.1:{}", w.port))
+        .collect();
+    (workers, servers)
+}
+
 impl Drop for PyApp {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -158,16 +158,22 @@ fn compression(c: &mut Criterion) {
     let body: Vec<u8> = item.bytes().cycle().take(8800).collect();
     let mut out = Vec::with_capacity(16 << 10);
     for e in [Encoding::Gzip, Encoding::Br, Encoding::Zstd] {
-        c.bench_function(&format!("compress 8.6 KiB JSON, {}", e.token()), |b| {
-            b.iter(|| {
-                let mut enc = Encoder::new(e).expect("encoder");
-                enc.feed(black_box(&body), true, &mut out).expect("encode");
-                out.len()
-            })
-        });
+        for (known, length) in [
+            ("length known", Some(body.len() as u64)),
+            ("no length", None),
+        ] {
+            let name = format!("compress 8.6 KiB JSON, {}, {known}", e.token());
+            c.bench_function(&name, |b| {
+                b.iter(|| {
+                    let mut enc = Encoder::new(e, length).expect("encoder");
+                    enc.feed(black_box(&body), true, &mut out).expect("encode");
+                    out.len()
+                })
+            });
+        }
     }
     c.bench_function("make a gzip encoder", |b| {
-        b.iter(|| Encoder::new(black_box(Encoding::Gzip)).is_ok())
+        b.iter(|| Encoder::new(black_box(Encoding::Gzip), None).is_ok())
     });
 }
 

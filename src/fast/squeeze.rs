@@ -66,7 +66,7 @@ mod tests {
         chunk(&mut out, &[b'x'; 0x1f0]);
         assert!(out.starts_with(b"3\r\nabc\r\n1f0\r\nxx"), "{out:?}");
         assert!(out.ends_with(b"x\r\n"));
-        let encoder = Encoder::new(crate::request::compress::Encoding::Gzip).unwrap();
+        let encoder = Encoder::new(crate::request::compress::Encoding::Gzip, None).unwrap();
         let mut s = Squeeze::new(encoder);
         assert!(s.next(b"", false, true).unwrap().is_empty());
         let last = s.next(b"", true, true).unwrap();

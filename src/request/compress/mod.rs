@@ -8,7 +8,7 @@ mod encode;
 
 pub use encode::Encoder;
 
-use super::headers::{HeaderSink, Lines};
+use super::headers::{HeaderSink, Kind, Lines};
 
 /// A content coding rproxy can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -351,7 +351,13 @@ pub fn decide<Q: Lines + ?Sized, R: Lines + ?Sized>(
     let Some(encoding) = verdict.compresses() else {
         return (verdict, None);
     };
-    match Encoder::new(encoding) {
+    let mut length = None;
+    response.each(|k, _, v| {
+        if k == Kind::ContentLength {
+            length = super::headers::parse_length(v.trim_ascii());
+        }
+    });
+    match Encoder::new(encoding, length) {
         Ok(encoder) => (verdict, Some(encoder)),
         Err(e) => {
             tracing::warn!("cannot start a {} encoder: {e}", encoding.token());

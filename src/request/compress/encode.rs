@@ -44,27 +44,22 @@ impl std::fmt::Debug for Encoder {
 
 impl Encoder {
     /// An encoder for a body of `length` bytes when the response says (its Content-Length):
-    /// br and zstd then size their state to the body, as nginx sizes zlib's, which for small
-    /// responses costs far less to set up than state for the largest window.
+    /// zstd then sizes its state to the body, as nginx sizes zlib's, which for small responses
+    /// costs less to set up than state for the largest window.
     pub fn new(encoding: Encoding, length: Option<u64>) -> io::Result<Encoder> {
         let inner = match encoding {
             Encoding::Gzip => Inner::Gzip(Box::new(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(GZIP_LEVEL),
             ))),
-            Encoding::Br => {
-                let mut params = brotli::enc::BrotliEncoderInitParams();
-                params.quality = BR_QUALITY as i32;
-                params.lgwin = window_for(length, BR_LGWIN) as i32;
-                if let Some(n) = length {
-                    params.size_hint = usize::try_from(n).unwrap_or(usize::MAX);
-                }
-                Inner::Br(Box::new(brotli::CompressorWriter::with_params(
-                    Vec::new(),
-                    4096,
-                    &params,
-                )))
-            }
+            // br keeps its full window: sized to the body (window and size hint), it took 3x
+            // longer on 8.6 KiB (benches/hot_path.rs, BENCHMARKS.md).
+            Encoding::Br => Inner::Br(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                4096,
+                BR_QUALITY,
+                BR_LGWIN,
+            ))),
             Encoding::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
                 z.window_log(window_for(length, ZSTD_WINDOW_LOG))?;

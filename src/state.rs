@@ -51,6 +51,8 @@ pub struct Runtime {
     pub pools: BTreeMap<String, Arc<Pool>>,
     /// The https port to redirect plain-HTTP requests to, when redirecting is on.
     pub redirect_https: Option<u16>,
+    /// The https listener's port, for routes that redirect on their own (`redirect_https`).
+    pub https_port: Option<u16>,
     /// Automatic certificates, when `tls.acme` is set.
     pub acme: Option<Arc<crate::acme::AcmeSettings>>,
     pub settings: Settings,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod fast;
 pub mod healthcheck;
+pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;

@@ -10,6 +10,9 @@ pub mod snapshot;
 pub mod translate;
 
 use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::{load_str, ConfigError, Loaded};
 
 pub use snapshot::Snapshot;
 pub use translate::{translate, Translated};
@@ -19,6 +22,26 @@ pub const CONTROLLER: &str = "rproxy.dev/ingress-controller";
 
 /// The IngressClass name rproxy serves by default (`--ingress-class`).
 pub const DEFAULT_CLASS: &str = "rproxy";
+
+/// The base configuration of `rproxy --kubernetes` without `-c`: unprivileged ports (a
+/// Service maps 80/443 to them), the admin listener for probes and metrics.
+pub const DEFAULT_BASE: &str = "\
+listen:
+  http: \"0.0.0.0:8080\"
+  https: \"0.0.0.0:8443\"
+  admin: \"0.0.0.0:9901\"
+";
+
+/// `DEFAULT_BASE`, loaded as if it were a file in the working directory.
+pub fn default_base() -> Result<Loaded, ConfigError> {
+    let config = load_str(DEFAULT_BASE, "(built-in base)", &|_| None)?;
+    Ok(Loaded {
+        config,
+        path: PathBuf::from("(built-in base)"),
+        dir: PathBuf::from("."),
+        source: Default::default(),
+    })
+}
 
 /// What the controller was told at start.
 #[derive(Debug, Clone)]

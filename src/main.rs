@@ -175,7 +175,10 @@ fn kubernetes(cli: &Cli, config_given: bool) -> ExitCode {
         ingress_class: cli.ingress_class.clone(),
         default_class: cli.watch_ingress_without_class,
     };
-    let source = rproxy::Source::Kubernetes { kube, options };
+    let source = rproxy::Source::Kubernetes {
+        kube: Box::new(kube),
+        options,
+    };
     let (server, state) = match rproxy::build_server_for(&loaded, compiled, source) {
         Ok(s) => s,
         Err(e) => {

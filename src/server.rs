@@ -326,7 +326,7 @@ pub enum Source {
     /// The cluster (`rproxy --kubernetes`): the file is the base, Ingresses add to it; not
     /// ready until the first configuration from the cluster is published.
     Kubernetes {
-        kube: kube::Config,
+        kube: Box<kube::Config>,
         options: crate::kubernetes::Options,
     },
 }
@@ -416,7 +416,7 @@ pub fn build_server_for(
         Source::Kubernetes { kube, options } => {
             state.await_source();
             let controller = KubernetesService {
-                kube,
+                kube: *kube,
                 options,
                 base: loaded.clone(),
                 state: state.clone(),

@@ -178,6 +178,7 @@ fn kubernetes(cli: &Cli, config_given: bool) -> ExitCode {
     let source = rproxy::Source::Kubernetes {
         kube: Box::new(kube),
         options,
+        base_file: config_given.then(|| cli.config.clone()),
     };
     let (server, state) = match rproxy::build_server_for(&loaded, compiled, source) {
         Ok(s) => s,

@@ -328,6 +328,8 @@ pub enum Source {
     Kubernetes {
         kube: Box<kube::Config>,
         options: crate::kubernetes::Options,
+        /// The base file (`-c`), read again on SIGHUP; `None` for the built-in base.
+        base_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -413,12 +415,17 @@ pub fn build_server_for(
             reload.threads = Some(1);
             server.add_service(reload);
         }
-        Source::Kubernetes { kube, options } => {
+        Source::Kubernetes {
+            kube,
+            options,
+            base_file,
+        } => {
             state.await_source();
             let controller = KubernetesService {
                 kube: *kube,
                 options,
                 base: loaded.clone(),
+                base_file,
                 state: state.clone(),
             };
             let mut service = background_service("kubernetes", controller);

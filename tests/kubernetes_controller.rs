@@ -107,6 +107,7 @@ fn start(api: &Arc<FakeApi>) -> (Arc<Recorder>, tokio::sync::oneshot::Sender<()>
         client: fake_api::mock_client(api.clone()),
         options: Options::default(),
         base: base(),
+        base_file: None,
         debounce: Debounce::default(),
         sink: recorder.clone(),
     };
@@ -199,8 +200,8 @@ async fn a_burst_of_changes_is_one_publish_and_a_long_stream_is_not_held_back() 
     }
     let during = recorder.count() - 2;
     assert!(
-        (2..=4).contains(&during),
-        "{during} publishes during 2.5 s of changes"
+        (2..=12).contains(&during),
+        "{during} publishes during 2.5 s of 25 changes: at least one a second, far fewer than one per change"
     );
     until("the last change", || {
         recorder.servers("default/service2:8080") == ["10.8.0.24:9000"]
@@ -279,24 +280,13 @@ spec: { ports: [{ name: http, port: 80, targetPort: 8000 }] }
     let builder = Proxy::builder();
     let kubeconfig = builder.dir().join("kubeconfig");
     std::fs::write(&kubeconfig, fake_api::kubeconfig(addr)).expect("kubeconfig");
-    let proxy = builder
+    let mut proxy = builder
         .arg("--kubernetes")
         .env("KUBECONFIG", kubeconfig.to_str().expect("path"))
         .start()
         .await;
-    let body = |host: &'static str| {
-        let proxy = &proxy;
-        async move {
-            proxy
-                .get_host(host, "/x")
-                .await
-                .text()
-                .await
-                .unwrap_or_default()
-        }
-    };
     assert!(
-        body("shop.test").await.contains("one"),
+        body(&proxy, "shop.test").await.contains("one"),
         "{}",
         proxy.stderr()
     );
@@ -305,7 +295,7 @@ spec: { ports: [{ name: http, port: 80, targetPort: 8000 }] }
     api.apply(endpoints(&two));
     let mut moved = false;
     for _ in 0..100 {
-        if body("shop.test").await.contains("two") {
+        if body(&proxy, "shop.test").await.contains("two") {
             moved = true;
             break;
         }
@@ -316,4 +306,35 @@ spec: { ports: [{ name: http, port: 80, targetPort: 8000 }] }
         "requests follow the EndpointSlice\n{}",
         proxy.stderr()
     );
+
+    // SIGHUP reads the base file again; the cluster's routes stay.
+    let yaml = format!(
+        "{}upstreams:\n  extra:\n    servers: [{}]\nroutes:\n  - {{ host: base.test, path: /, upstream: extra }}\n",
+        proxy.yaml,
+        one.host_port()
+    );
+    proxy.rewrite(&yaml);
+    let before = proxy.reloads("ok").await;
+    proxy.signal(libc::SIGHUP);
+    assert!(
+        proxy.wait_reloads_above("ok", before, WAIT).await,
+        "{}",
+        proxy.stderr()
+    );
+    assert!(
+        body(&proxy, "base.test").await.contains("one"),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(
+        body(&proxy, "shop.test").await.contains("two"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+/// The body of a GET of `/x` through the proxy's http listener for `host`.
+async fn body(proxy: &common::Proxy, host: &str) -> String {
+    let response = proxy.get_host(host, "/x").await;
+    response.text().await.unwrap_or_default()
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use kube::{Api, Client, Resource};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::de::DeserializeOwned;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use super::{translate, ObjectProblem, Options, Snapshot, Translated};
@@ -122,13 +124,24 @@ pub struct Controller {
     pub client: Client,
     pub options: Options,
     pub base: Loaded,
+    /// The file `base` was read from: SIGHUP reads it again (listeners and threads stay as
+    /// they were at start) and publishes. `None`: the built-in base, SIGHUP only republishes.
+    pub base_file: Option<PathBuf>,
     pub debounce: Debounce,
     pub sink: Arc<dyn Sink>,
 }
 
 impl Controller {
     /// Runs until `stop` completes (or every watch stream ends).
-    pub async fn run(self, stop: impl Future<Output = ()>) {
+    pub async fn run(mut self, stop: impl Future<Output = ()>) {
+        let at_start = self.base.clone();
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("cannot listen for SIGHUP: {e}");
+                None
+            }
+        };
         let c = &self.client;
         let all = watcher::Config::default;
         let mut changes = SelectAll::new();
@@ -166,6 +179,11 @@ impl Controller {
             };
             tokio::select! {
                 _ = &mut stop => return,
+                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    self.reload_base(&at_start);
+                    let now = Instant::now();
+                    pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                }
                 change = changes.next() => {
                     let Some(change) = change else { return };
                     let now = Instant::now();
@@ -187,6 +205,22 @@ impl Controller {
                     self.publish(&stores, &mut reported).await;
                 }
             }
+        }
+    }
+
+    /// SIGHUP: reads the base file again; a bad one is logged and counted, and the old stays.
+    fn reload_base(&mut self, at_start: &Loaded) {
+        let Some(path) = &self.base_file else {
+            tracing::info!("SIGHUP: publishing again (the base is built in)");
+            return;
+        };
+        let env = |name: &str| std::env::var(name).ok();
+        match crate::config::load_file(path, &env) {
+            Ok(mut loaded) => {
+                reload::keep_fixed_settings(at_start, &mut loaded);
+                self.base = loaded;
+            }
+            Err(e) => reload::record("SIGHUP, base file", Err(&e)),
         }
     }
 
@@ -239,6 +273,8 @@ pub struct KubernetesService {
     pub kube: kube::Config,
     pub options: Options,
     pub base: Loaded,
+    /// The file `base` came from (`-c`), read again on SIGHUP.
+    pub base_file: Option<PathBuf>,
     pub state: Arc<State>,
 }
 
@@ -256,6 +292,7 @@ impl BackgroundService for KubernetesService {
             client,
             options: self.options.clone(),
             base: self.base.clone(),
+            base_file: self.base_file.clone(),
             debounce: Debounce::default(),
             sink: Arc::new(StateSink {
                 state: self.state.clone(),

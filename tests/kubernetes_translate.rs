@@ -283,3 +283,44 @@ endpoints: [{ addresses: ["not-an-ip"] }]
     assert_eq!(t.problems.len(), 3, "{:#?}", t.problems);
     compile_with_certs(&t.loaded, &t.certs, None, None).expect("compiles");
 }
+
+/// ingress-nginx's redirect rules on the compiled runtime: a host in `spec.tls` is redirected
+/// to https, a host without TLS is not, `force-ssl-redirect` redirects without TLS and
+/// `ssl-redirect: "false"` turns it off; the base's own routes follow `tls.redirect_http`.
+#[test]
+fn https_redirects_follow_ingress_nginx() {
+    use rproxy::request::limits::redirect_port;
+    use rproxy::request::Listener;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redirects = |name: &str, host: &str, path: &str| -> bool {
+        let t = run(name, dir.path());
+        let compiled = compile_with_certs(&t.loaded, &t.certs, None, None).expect("compiles");
+        redirect_port(Listener::Http, &compiled.runtime, host, path).is_some()
+    };
+    assert!(redirects("tls", "https-example.foo.com", "/"));
+    assert!(!redirects("tls", "plain.foo.com", "/"));
+    assert!(
+        redirects("annotations", "grpc.example.com", "/"),
+        "force-ssl-redirect"
+    );
+    assert!(
+        !redirects("annotations", "rewrite.bar.com", "/something/x"),
+        "ssl-redirect: false"
+    );
+    assert!(
+        redirects("tls", "base.example.com", "/"),
+        "tls.redirect_http defaults to on"
+    );
+}
+
+/// The certificate of a TLS Secret is served for its names, beside the self-signed fallback.
+#[test]
+fn secret_certificates_are_served_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = run("tls", dir.path());
+    let compiled = compile_with_certs(&t.loaded, &t.certs, None, None).expect("compiles");
+    let store = compiled.certs.expect("an https listener has certificates");
+    assert!(store.covers("https-example.foo.com"));
+    assert!(store.covers("x.foo.com"), "the certificate's *.foo.com");
+    assert!(!store.covers("plain.example.org"));
+}

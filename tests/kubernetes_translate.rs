@@ -155,10 +155,52 @@ fn every_translation_compiles() {
 #[test]
 fn compiled_routes_match_kubernetes_semantics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pool_of = |name: &str, host: &str, path: &str| -> String {
+    // (fixture, host, path, the pool that serves it or 404)
+    let table = [
+        ("simple", "foo.bar.com", "/foo/x", "default/service1:4200"),
+        ("simple", "foo.bar.com", "/bar", "default/service2:8080"),
+        ("simple", "foo.bar.com", "/barx", "404"),
+        ("simple", "base.example.com", "/", "static-site"),
+        (
+            "multiple-hosts",
+            "foo.bar.com",
+            "/login",
+            "web/service2:8081",
+        ),
+        (
+            "multiple-hosts",
+            "foo.bar.com",
+            "/login/x",
+            "web/service1:80",
+        ),
+        ("multiple-hosts", "a.foo.com", "/x", "web/service2:8081"),
+        ("multiple-hosts", "elsewhere.org", "/x", "web/service3:80"),
+        (
+            "default-backend",
+            "unknown.org",
+            "/x",
+            "default/fallback:80",
+        ),
+        (
+            "default-backend",
+            "nginx.example.com",
+            "/",
+            "default/fallback:80",
+        ),
+        ("conflict", "foo.example.com", "/api/v1", "team-a/a:80"),
+        ("conflict", "foo.example.com", "/b", "team-b/b:80"),
+        ("missing", "app.example.com", "/gone", "default/web:80"),
+        (
+            "annotations",
+            "rewrite.bar.com",
+            "/something/x",
+            "apps/api:80@sticky-rewrite",
+        ),
+    ];
+    for (name, host, path, want) in table {
         let t = run(name, dir.path());
         let compiled = compile_with_certs(&t.loaded, &t.certs, None, None).expect("compiles");
-        match compiled
+        let got = match compiled
             .runtime
             .routes
             .lookup(host, path)
@@ -167,51 +209,18 @@ fn compiled_routes_match_kubernetes_semantics() {
             Some(Target::Upstream(pool)) => pool.name.clone(),
             Some(Target::Static(_)) => "static".into(),
             None => "404".into(),
-        }
-    };
-    assert_eq!(
-        pool_of("simple", "foo.bar.com", "/foo/x"),
-        "default/service1:4200"
-    );
-    assert_eq!(
-        pool_of("simple", "foo.bar.com", "/bar"),
-        "default/service2:8080"
-    );
-    assert_eq!(pool_of("simple", "foo.bar.com", "/barx"), "404");
-    assert_eq!(pool_of("simple", "base.example.com", "/"), "static-site");
-    assert_eq!(
-        pool_of("multiple-hosts", "foo.bar.com", "/login"),
-        "web/service2:8081"
-    );
-    assert_eq!(
-        pool_of("multiple-hosts", "foo.bar.com", "/login/x"),
-        "web/service1:80"
-    );
-    assert_eq!(
-        pool_of("multiple-hosts", "a.foo.com", "/x"),
-        "web/service2:8081"
-    );
-    assert_eq!(
-        pool_of("multiple-hosts", "elsewhere.org", "/x"),
-        "web/service3:80"
-    );
-    assert_eq!(
-        pool_of("default-backend", "unknown.org", "/x"),
-        "default/fallback:80"
-    );
-    assert_eq!(
-        pool_of("default-backend", "nginx.example.com", "/"),
-        "default/fallback:80"
-    );
-    assert_eq!(
-        pool_of("conflict", "foo.example.com", "/api/v1"),
-        "team-a/a:80"
-    );
-    assert_eq!(pool_of("conflict", "foo.example.com", "/b"), "team-b/b:80");
-    assert_eq!(
-        pool_of("missing", "app.example.com", "/gone"),
-        "default/web:80"
-    );
+        };
+        assert_eq!(got, want, "{name}: {host}{path}");
+    }
+    // rewrite-target `/$2` on `/something(/|$)(.*)`: the prefix is removed upstream.
+    let t = run("annotations", dir.path());
+    let compiled = compile_with_certs(&t.loaded, &t.certs, None, None).expect("compiles");
+    let route = compiled
+        .runtime
+        .routes
+        .lookup("rewrite.bar.com", "/something/x");
+    let upstream = route.map(|r| r.upstream_path("/something/x?q=1").into_owned());
+    assert_eq!(upstream.as_deref(), Some("/x?q=1"));
 }
 
 /// Another class name: only Ingresses naming it are read.

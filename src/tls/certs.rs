@@ -126,12 +126,7 @@ impl CertStore {
 
     /// Does a certificate from the static directory cover `name`?
     pub fn covers_static(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        let parent = name.split_once('.').map(|(_, s)| format!("*.{s}"));
-        self.static_names.iter().any(|n| {
-            n.eq_ignore_ascii_case(&name)
-                || parent.as_deref().is_some_and(|p| n.eq_ignore_ascii_case(p))
-        })
+        names_cover(&self.static_names, name)
     }
 
     fn add_file(&mut self, file: PathBuf, pair: (Vec<String>, Arc<CertifiedKey>)) {
@@ -238,13 +233,18 @@ impl InlineCert {
 
     /// Does this certificate cover `host` (exactly or by a `*.` name)?
     pub fn covers(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        let parent = host.split_once('.').map(|(_, s)| format!("*.{s}"));
-        self.names.iter().any(|n| {
-            n.eq_ignore_ascii_case(&host)
-                || parent.as_deref().is_some_and(|p| n.eq_ignore_ascii_case(p))
-        })
+        names_cover(&self.names, host)
     }
+}
+
+/// Does one of a certificate's `names` cover `host`, exactly or as `*.` its parent?
+fn names_cover(names: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let parent = host.split_once('.').map(|(_, s)| format!("*.{s}"));
+    names.iter().any(|n| {
+        n.eq_ignore_ascii_case(&host)
+            || parent.as_deref().is_some_and(|p| n.eq_ignore_ascii_case(p))
+    })
 }
 
 /// `(cert file, key file)` pairs: `name.crt` or `name.pem` with `name.key`.

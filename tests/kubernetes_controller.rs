@@ -174,6 +174,22 @@ async fn lists_watches_and_publishes_once_everything_is_listed() {
     until("the deletion", || recorder.routes().is_empty()).await;
 }
 
+/// A kind that cannot be listed (RBAC) holds back every publish: a configuration without, say,
+/// the Secrets would drop TLS hosts. The watcher retries; once it lists, the controller publishes.
+#[tokio::test]
+async fn nothing_is_published_until_every_kind_is_listed() {
+    let api = FakeApi::new();
+    api.apply_yaml(SIMPLE);
+    api.forbid("Secret", true);
+    let (recorder, _stop) = start(&api);
+    until("the other kinds' watches", || api.watches("Ingress") >= 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(recorder.count(), 0, "published without the Secrets");
+    api.forbid("Secret", false);
+    until("the publish once Secrets list", || recorder.count() == 1).await;
+    assert_eq!(recorder.routes().len(), 2);
+}
+
 #[tokio::test]
 async fn a_burst_of_changes_is_one_publish_and_a_long_stream_is_not_held_back() {
     let api = FakeApi::new();

@@ -34,6 +34,8 @@ struct Inner {
     watchers: Vec<(&'static str, mpsc::UnboundedSender<Bytes>)>,
     lists: HashMap<&'static str, usize>,
     watches: HashMap<&'static str, usize>,
+    /// Kinds answered 403 Forbidden (a ClusterRole that lacks them).
+    forbidden: Vec<&'static str>,
 }
 
 #[derive(Default)]
@@ -130,6 +132,15 @@ impl FakeApi {
         inner.watchers.retain(|(k, _)| *k != kind);
     }
 
+    /// Answers requests for `kind` with 403 Forbidden (`true`) or normally again.
+    pub fn forbid(&self, kind: &'static str, forbidden: bool) {
+        let mut inner = self.lock();
+        inner.forbidden.retain(|k| *k != kind);
+        if forbidden {
+            inner.forbidden.push(kind);
+        }
+    }
+
     /// How many times `kind` was listed / watched.
     pub fn lists(&self, kind: &str) -> usize {
         self.lock().lists.get(kind).copied().unwrap_or(0)
@@ -142,12 +153,7 @@ impl FakeApi {
     /// Answers one request: a list, a watch (a stream of events), or 404.
     pub fn answer(&self, uri: &http::Uri) -> http::Response<Body> {
         let Some((kind, _)) = RESOURCES.iter().find(|(_, path)| *path == uri.path()) else {
-            let status = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {},
-                "status": "Failure", "reason": "NotFound", "code": 404 });
-            return response(
-                404,
-                Full::new(Bytes::from(status.to_string())).boxed_unsync(),
-            );
+            return failure(404, "NotFound");
         };
         let watch = uri
             .query()
@@ -155,6 +161,9 @@ impl FakeApi {
             .split('&')
             .any(|p| p == "watch=true");
         let mut inner = self.lock();
+        if inner.forbidden.contains(kind) {
+            return failure(403, "Forbidden");
+        }
         if watch {
             *inner.watches.entry(kind).or_default() += 1;
             let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
@@ -182,6 +191,16 @@ fn send(inner: &mut Inner, kind: &'static str, event: Value) {
     inner
         .watchers
         .retain(|(k, tx)| *k != kind || tx.send(line.clone()).is_ok());
+}
+
+/// A `Status` object saying why, with its HTTP status.
+fn failure(code: u16, reason: &str) -> http::Response<Body> {
+    let status = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "reason": reason, "message": reason, "code": code });
+    response(
+        code,
+        Full::new(Bytes::from(status.to_string())).boxed_unsync(),
+    )
 }
 
 fn response(status: u16, body: Body) -> http::Response<Body> {

@@ -86,9 +86,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options, base: &Loaded) -> Trans
     for ingress in &ours {
         t.ingress(ingress);
     }
-    let mut translated = t.finish();
-    translated.ingresses = ours.len();
-    translated
+    t.finish(ours.len())
 }
 
 /// Is our IngressClass marked as the cluster's default?
@@ -396,7 +394,7 @@ impl<'a> Translation<'a> {
 
     /// Merges into the base configuration; whatever the configuration's own checks still reject
     /// is left out and becomes a problem on the object it came from.
-    fn finish(mut self) -> Translated {
+    fn finish(mut self, ingresses: usize) -> Translated {
         let base_routes = self.base.config.routes.len();
         // Each pass leaves out everything the checks reject; a second pass is only needed when
         // leaving something out uncovers more (it does not today; bounded all the same).
@@ -440,7 +438,7 @@ impl<'a> Translation<'a> {
             loaded,
             certs: self.certs.into_values().collect(),
             problems: self.problems,
-            ingresses: 0,
+            ingresses,
         }
     }
 

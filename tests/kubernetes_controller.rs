@@ -296,11 +296,30 @@ spec: { ports: [{ name: http, port: 80, targetPort: 8000 }] }
     let builder = Proxy::builder();
     let kubeconfig = builder.dir().join("kubeconfig");
     std::fs::write(&kubeconfig, fake_api::kubeconfig(addr)).expect("kubeconfig");
+    // Not ready while a kind cannot be listed: nothing from the cluster is published yet.
+    api.forbid("Secret", true);
     let mut proxy = builder
         .arg("--kubernetes")
         .env("KUBECONFIG", kubeconfig.to_str().expect("path"))
+        .no_wait()
         .start()
         .await;
+    let readyz = || async {
+        let url = proxy.admin_url("/readyz");
+        match common::client().get(url).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    };
+    assert!(
+        common::wait_until(WAIT, || async { readyz().await == 503 }).await,
+        "{}",
+        proxy.stderr()
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(readyz().await, 503, "ready before the cluster was read");
+    api.forbid("Secret", false);
+    proxy.wait_ready().await;
     assert!(
         body(&proxy, "shop.test").await.contains("one"),
         "{}",
@@ -320,6 +339,50 @@ spec: { ports: [{ name: http, port: 80, targetPort: 8000 }] }
     assert!(
         moved,
         "requests follow the EndpointSlice\n{}",
+        proxy.stderr()
+    );
+
+    // Pods move back and forth under load: every request is answered.
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = proxy.url("/x");
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (failures, sent, stop, url) =
+                (failures.clone(), sent.clone(), stop.clone(), url.clone());
+            tokio::spawn(async move {
+                let client = common::client();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let ok = match client.get(&url).header("host", "shop.test").send().await {
+                        Ok(r) => r.status() == 200,
+                        Err(_) => false,
+                    };
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if !ok {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..6 {
+        api.apply(endpoints(if i % 2 == 0 { &one } else { &two }));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in loaders {
+        l.await.expect("load task");
+    }
+    let (sent, failures) = (
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(sent > 50, "only {sent} requests sent");
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {sent} requests failed across 6 swaps\n{}",
         proxy.stderr()
     );
 

@@ -417,3 +417,20 @@ async fn body(proxy: &common::Proxy, host: &str) -> String {
     let response = proxy.get_host(host, "/x").await;
     response.text().await.unwrap_or_default()
 }
+
+/// `--kubernetes` with no cluster to talk to is a configuration error at start: exit 1, said.
+#[tokio::test]
+async fn no_cluster_exits_1() {
+    let builder = common::Proxy::builder();
+    let missing = builder.dir().join("no-such-kubeconfig");
+    let mut proxy = builder
+        .arg("--kubernetes")
+        .env("KUBECONFIG", missing.to_str().expect("path"))
+        .env("KUBERNETES_SERVICE_HOST", "")
+        .no_wait()
+        .start()
+        .await;
+    let status = proxy.wait_exit(WAIT).await.expect("exits");
+    assert_eq!(status.code(), Some(1), "{}", proxy.stderr());
+    assert!(proxy.stderr().contains("no cluster"), "{}", proxy.stderr());
+}

@@ -295,7 +295,8 @@ endpoints: [{ addresses: ["not-an-ip"] }]
 
 /// ingress-nginx's redirect rules on the compiled runtime: a host in `spec.tls` is redirected
 /// to https, a host without TLS is not, `force-ssl-redirect` redirects without TLS and
-/// `ssl-redirect: "false"` turns it off; the base's own routes follow `tls.redirect_http`.
+/// `ssl-redirect: "false"` turns it off; the base's own routes follow `tls.redirect_http`,
+/// off unless the base says otherwise.
 #[test]
 fn https_redirects_follow_ingress_nginx() {
     use rproxy::request::limits::redirect_port;
@@ -317,9 +318,10 @@ fn https_redirects_follow_ingress_nginx() {
         "ssl-redirect: false"
     );
     assert!(
-        redirects("tls", "base.example.com", "/"),
-        "tls.redirect_http defaults to on"
+        !redirects("tls", "base.example.com", "/"),
+        "tls.redirect_http defaults to off in Kubernetes mode"
     );
+    assert!(!redirects("tls", "https-example.foo.com.other", "/"));
 }
 
 /// The certificate of a TLS Secret is served for its names, beside the self-signed fallback.

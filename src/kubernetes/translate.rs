@@ -445,6 +445,9 @@ impl<'a> Translation<'a> {
     fn merged(&self) -> Loaded {
         let mut loaded = self.base.clone();
         let c = &mut loaded.config;
+        // As in ingress-nginx, hosts are redirected to https per Ingress (their TLS hosts), not
+        // all at once: unless the base says `tls.redirect_http`, a path no route serves is not.
+        c.tls.redirect_http.get_or_insert(false);
         c.upstreams.extend(
             self.upstreams
                 .iter()

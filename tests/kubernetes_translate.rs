@@ -91,8 +91,9 @@ fn summary(t: &Translated) -> String {
                 .ttl
                 .map(|t| format!(" ttl={}s", t.0.as_secs()))
                 .unwrap_or_default();
+            let signed = if s.secret.is_some() { " secret" } else { "" };
             line += &format!(
-                " sticky(cookie={}{ttl})",
+                " sticky(cookie={}{ttl}{signed})",
                 s.cookie.as_deref().unwrap_or("-")
             );
         }

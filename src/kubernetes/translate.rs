@@ -181,13 +181,18 @@ impl<'a> Translation<'a> {
             namespace: namespace.to_string(),
             name: ingress.metadata.name.clone().unwrap_or_default(),
         };
-        let (annotations, problems) = annotations::parse(
+        let (mut annotations, problems) = annotations::parse(
             ingress
                 .metadata
                 .annotations
                 .as_ref()
                 .unwrap_or(&BTreeMap::new()),
         );
+        // Every replica must sign sticky cookies alike: the Ingress's UID is the same for all
+        // of them and never shown to clients.
+        if let Some(sticky) = &mut annotations.pool.sticky {
+            sticky.secret = ingress.metadata.uid.clone().filter(|u| u.len() >= 16);
+        }
         for p in problems {
             self.problem(&object, p);
         }

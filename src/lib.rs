@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod fast;
 pub mod healthcheck;
+pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
@@ -23,7 +24,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use routing::compile::{compile, Compiled};
-pub use server::build_server;
+pub use server::{build_server, build_server_for, Source};
 
 /// Loads, validates and compiles a configuration file: what `rproxy -t` checks.
 pub fn check(

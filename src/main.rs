@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use pingora_core::server::RunArgs;
 
 /// jemalloc: fewer instructions per request than glibc malloc and, after bursts of connections,
@@ -41,6 +42,17 @@ struct Cli {
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Run as a Kubernetes ingress controller: routes come from Ingresses (in-cluster, or the
+    /// cluster of KUBECONFIG); `-c`, if given, is the base (listeners, server settings, routes).
+    #[arg(long)]
+    kubernetes: bool,
+    /// The IngressClass served with --kubernetes.
+    #[arg(long = "ingress-class", default_value = rproxy::kubernetes::DEFAULT_CLASS)]
+    ingress_class: String,
+    /// With --kubernetes: also serve Ingresses that name no class (as when our IngressClass
+    /// is the cluster's default).
+    #[arg(long = "watch-ingress-without-class")]
+    watch_ingress_without_class: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -122,8 +134,70 @@ fn healthcheck(config: &std::path::Path, admin: Option<&str>, path: &str, secs: 
     }
 }
 
+/// `rproxy --kubernetes`: the base configuration, the cluster's address, then the server.
+fn kubernetes(cli: &Cli, config_given: bool) -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let base = match config_given {
+        true => rproxy::config::load_file(&cli.config, &env),
+        false => rproxy::kubernetes::default_base(),
+    };
+    let checked = base.and_then(|loaded| {
+        let compiled = rproxy::compile(&loaded, None)?;
+        Ok((loaded, compiled))
+    });
+    let (loaded, compiled) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = preflight(&loaded) {
+        tracing::error!("{e}");
+        return ExitCode::from(1);
+    }
+    let kube = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(kube::Config::infer())
+                .map_err(|e| e.to_string())
+        });
+    let kube = match kube {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!("--kubernetes: no cluster to talk to (in-cluster service account or KUBECONFIG): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = rproxy::kubernetes::Options {
+        ingress_class: cli.ingress_class.clone(),
+        default_class: cli.watch_ingress_without_class,
+    };
+    let source = rproxy::Source::Kubernetes {
+        kube: Box::new(kube),
+        options,
+        base_file: config_given.then(|| cli.config.clone()),
+    };
+    let (server, state) = match rproxy::build_server_for(&loaded, compiled, source) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(class = %cli.ingress_class, "rproxy {VERSION} starting as a Kubernetes ingress controller");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(rproxy::signals::Signals { state }),
+    });
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let config_given = matches.value_source("config") == Some(ValueSource::CommandLine);
     if let Some(Command::Healthcheck {
         admin,
         path,
@@ -146,6 +220,9 @@ fn main() -> ExitCode {
         };
     }
     init_tracing(cli.log_format);
+    if cli.kubernetes {
+        return kubernetes(&cli, config_given);
+    }
     let (loaded, compiled) = match rproxy::check(&cli.config, &env) {
         Ok(c) => c,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! Hot reload. Triggers: SIGHUP, a change of the configuration file (polled through symlinks,
 //! so editors' rename-writes and Kubernetes ConfigMap `..data` swaps are seen), and a change in
 //! the certificate directory. Each runs load -> validate -> compile beside the running state ->
-//! publish; a bad file changes nothing and is logged and counted.
+//! publish; a bad file changes nothing and is logged and counted. `publish` is that last step,
+//! shared with every other source of configuration (`kubernetes::controller`).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -14,10 +15,11 @@ use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::model::{ListenAddr, ListenConfig};
-use crate::config::{self, Loaded};
+use crate::config::{self, ConfigError, Loaded};
 use crate::metrics;
 use crate::routing::compile::{certs_root, compile_with_certs};
 use crate::state::{Runtime, State};
+use crate::tls::InlineCert;
 use crate::upstream::{health, Pool};
 
 /// How often the files are checked, and how long a change must hold still before it is read.
@@ -70,19 +72,8 @@ impl Reloader {
         };
         running.config_print = file_print(&self.path);
         let result = self.apply(&mut running);
-        metrics::config_reloaded(result.is_ok());
-        match &result {
-            Ok(()) => {
-                tracing::info!(config = %self.path.display(), "configuration reloaded ({why})")
-            }
-            Err(e) => {
-                for p in &e.0.problems {
-                    tracing::error!(
-                        "reload ({why}) rejected, the running configuration stays: {p}"
-                    );
-                }
-            }
-        }
+        let _file = tracing::info_span!("reload", config = %self.path.display()).entered();
+        record(why, result.as_ref().map(|_| ()).map_err(|e| &e.0));
         result
     }
 
@@ -90,15 +81,7 @@ impl Reloader {
         let env = |name: &str| std::env::var(name).ok();
         let mut loaded = config::load_file(&self.path, &env).map_err(ReloadError)?;
         keep_fixed_settings(&running.at_start, &mut loaded);
-        let current = self.state.runtime();
-        let certs = self.state.certs.as_ref().map(|r| r.store());
-        let compiled =
-            compile_with_certs(&loaded, Some(&current), certs.as_deref()).map_err(ReloadError)?;
-        warm_up(&current, &compiled.runtime);
-        if let (Some(resolver), Some(store)) = (&self.state.certs, compiled.certs) {
-            resolver.swap(store);
-        }
-        self.state.publish(compiled.runtime);
+        publish(&self.state, &loaded, &[]).map_err(ReloadError)?;
         running.certs_dir = certs_root(&loaded);
         running.certs_print = certs_print(&running.certs_dir);
         Ok(())
@@ -116,6 +99,36 @@ impl Reloader {
         }
         (certs_print(&running.certs_dir) != running.certs_print)
             .then_some("certificate files changed")
+    }
+}
+
+/// Compiles `loaded` (with certificates held in memory, `inline`) beside the running
+/// configuration, warms up its new pools and publishes it with its certificates. On any
+/// problem nothing changes: the running configuration stays. Every source of configuration
+/// (the file, Kubernetes) ends here. Blocks for up to a probe timeout: call it off the async
+/// threads, inside a tokio runtime so probes can be spawned.
+pub fn publish(state: &State, loaded: &Loaded, inline: &[InlineCert]) -> Result<(), ConfigError> {
+    let current = state.runtime();
+    let certs = state.certs.as_ref().map(|r| r.store());
+    let compiled = compile_with_certs(loaded, inline, Some(&current), certs.as_deref())?;
+    warm_up(&current, &compiled.runtime);
+    if let (Some(resolver), Some(store)) = (&state.certs, compiled.certs) {
+        resolver.swap(store);
+    }
+    state.publish(compiled.runtime);
+    Ok(())
+}
+
+/// Counts and logs the outcome of one attempt to change the configuration (`why`: its trigger).
+pub fn record(why: &str, result: Result<(), &ConfigError>) {
+    metrics::config_reloaded(result.is_ok());
+    match result {
+        Ok(()) => tracing::info!("configuration reloaded ({why})"),
+        Err(e) => {
+            for p in &e.problems {
+                tracing::error!("reload ({why}) rejected, the running configuration stays: {p}");
+            }
+        }
     }
 }
 
@@ -147,7 +160,7 @@ fn warm_up(old: &Runtime, new: &Runtime) {
 }
 
 /// Listeners and threads are bound at start: a change is reported, and the rest applies.
-fn keep_fixed_settings(at_start: &Loaded, loaded: &mut Loaded) {
+pub fn keep_fixed_settings(at_start: &Loaded, loaded: &mut Loaded) {
     let (old, new) = (&at_start.config, &mut loaded.config);
     let addrs = |l: &ListenConfig| {
         let addr = |a: &Option<ListenAddr>| a.as_ref().map(|a| a.addr.clone());

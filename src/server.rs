@@ -29,6 +29,7 @@ use crate::acme::AcmeService;
 use crate::admin::{Admin, AdminService};
 use crate::config::Loaded;
 use crate::fast;
+use crate::kubernetes::controller::KubernetesService;
 use crate::metrics;
 use crate::proxy::Proxy;
 use crate::proxy_protocol;
@@ -321,10 +322,33 @@ impl BackgroundService for Supervisor {
     }
 }
 
-/// Builds the server and the shared state for a compiled configuration.
+/// Where the configuration comes from once the server runs.
+pub enum Source {
+    /// The file (`-c`): SIGHUP and changes of the file reload it.
+    File,
+    /// The cluster (`rproxy --kubernetes`): the file is the base, Ingresses add to it; not
+    /// ready until the first configuration from the cluster is published.
+    Kubernetes {
+        kube: Box<kube::Config>,
+        options: crate::kubernetes::Options,
+        /// The base file (`-c`), read again on SIGHUP; `None` for the built-in base.
+        base_file: Option<std::path::PathBuf>,
+    },
+}
+
+/// Builds the server and the shared state for a compiled configuration read from a file.
 pub fn build_server(
     loaded: &Loaded,
     compiled: Compiled,
+) -> Result<(Server, Arc<State>), BuildError> {
+    build_server_for(loaded, compiled, Source::File)
+}
+
+/// Builds the server and the shared state for a compiled configuration and its `source`.
+pub fn build_server_for(
+    loaded: &Loaded,
+    compiled: Compiled,
+    source: Source,
 ) -> Result<(Server, Arc<State>), BuildError> {
     let c = &loaded.config;
     let resolver = compiled
@@ -387,10 +411,31 @@ pub fn build_server(
     );
     acme.threads = Some(1);
     server.add_service(acme);
-    let reloader = Arc::new(Reloader::new(loaded.clone(), state.clone()));
-    let mut reload = background_service("reload", ReloadService { reloader });
-    reload.threads = Some(1);
-    server.add_service(reload);
+    match source {
+        Source::File => {
+            let reloader = Arc::new(Reloader::new(loaded.clone(), state.clone()));
+            let mut reload = background_service("reload", ReloadService { reloader });
+            reload.threads = Some(1);
+            server.add_service(reload);
+        }
+        Source::Kubernetes {
+            kube,
+            options,
+            base_file,
+        } => {
+            state.await_source();
+            let controller = KubernetesService {
+                kube: *kube,
+                options,
+                base: loaded.clone(),
+                base_file,
+                state: state.clone(),
+            };
+            let mut service = background_service("kubernetes", controller);
+            service.threads = Some(1);
+            server.add_service(service);
+        }
+    }
     Ok((server, state))
 }
 

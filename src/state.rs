@@ -51,6 +51,8 @@ pub struct Runtime {
     pub pools: BTreeMap<String, Arc<Pool>>,
     /// The https port to redirect plain-HTTP requests to, when redirecting is on.
     pub redirect_https: Option<u16>,
+    /// The https listener's port, for routes that redirect on their own (`redirect_https`).
+    pub https_port: Option<u16>,
     /// Automatic certificates, when `tls.acme` is set.
     pub acme: Option<Arc<crate::acme::AcmeSettings>>,
     pub settings: Settings,
@@ -73,6 +75,9 @@ pub struct State {
     draining: AtomicBool,
     /// Set once every pool has finished its first probe round; reloads do not unset it.
     ready: AtomicBool,
+    /// Not ready until a configuration source (Kubernetes) has published its first
+    /// configuration (`await_source` / `source_ready`).
+    awaiting_source: AtomicBool,
     connections: AtomicUsize,
 }
 
@@ -84,6 +89,7 @@ impl State {
             certs,
             draining: AtomicBool::new(false),
             ready: AtomicBool::new(false),
+            awaiting_source: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
         }
     }
@@ -108,7 +114,7 @@ impl State {
 
     /// Ready: not draining and every pool has finished its first round of probes.
     pub fn is_ready(&self) -> bool {
-        if self.is_draining() {
+        if self.is_draining() || self.awaiting_source.load(Ordering::Acquire) {
             return false;
         }
         if !self.ready.load(Ordering::Acquire)
@@ -117,6 +123,16 @@ impl State {
             self.ready.store(true, Ordering::Release);
         }
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Holds readiness until `source_ready`: the configuration at start is not the whole one.
+    pub fn await_source(&self) {
+        self.awaiting_source.store(true, Ordering::Release);
+    }
+
+    /// The configuration source has published its first configuration.
+    pub fn source_ready(&self) {
+        self.awaiting_source.store(false, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {

@@ -186,6 +186,33 @@ pub struct UpstreamConfig {
     pub max_streams: u32,
     /// Sticky sessions: a cookie sends a client back to the server that answered it.
     pub sticky: Option<StickyConfig>,
+    /// The servers come from service discovery (Kubernetes EndpointSlices), not from the file:
+    /// an empty list means "none ready now" (503), not a mistake. Never read from YAML.
+    #[serde(skip)]
+    pub discovered: bool,
+}
+
+impl UpstreamConfig {
+    /// A pool of `servers` with every other setting at its default.
+    pub fn with_servers(servers: Vec<ServerEntry>) -> UpstreamConfig {
+        UpstreamConfig {
+            servers,
+            balance: Balance::default(),
+            health: None,
+            connect_timeout: defaults::connect_timeout(),
+            read_timeout: defaults::io_timeout(),
+            write_timeout: defaults::io_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            retries: defaults::retries(),
+            keepalive: defaults::keepalive(),
+            resolve_interval: defaults::resolve_interval(),
+            protocol: UpstreamProtocol::default(),
+            tls: None,
+            max_streams: defaults::max_streams(),
+            sticky: None,
+            discovered: false,
+        }
+    }
 }
 
 /// A pool's sticky sessions (nginx's `sticky cookie`, HAProxy's `cookie ... insert`).
@@ -308,6 +335,9 @@ pub struct RouteConfig {
     pub host: Option<String>,
     #[serde(default = "defaults::route_path")]
     pub path: String,
+    /// `path` matches only itself (Kubernetes `pathType: Exact`), not the paths below it.
+    #[serde(default)]
+    pub exact: bool,
     pub upstream: Option<String>,
     #[serde(rename = "static")]
     pub static_dir: Option<PathBuf>,
@@ -339,6 +369,37 @@ pub struct RouteConfig {
     /// accepts it (nginx `gzip_static on`, Caddy `precompressed`). Default: false.
     #[serde(default)]
     pub precompressed: bool,
+    /// This route's own say on the http -> https redirect (ingress-nginx `ssl-redirect`):
+    /// `true` redirects even when `tls.redirect_http` is off, `false` serves plain HTTP.
+    /// Default: `tls.redirect_http`.
+    pub redirect_https: Option<bool>,
+}
+
+impl RouteConfig {
+    /// A route of `host` + `path` to the pool `upstream`, every other setting at its default.
+    pub fn to_upstream(host: Option<String>, path: String, upstream: String) -> RouteConfig {
+        RouteConfig {
+            name: None,
+            host,
+            path,
+            exact: false,
+            upstream: Some(upstream),
+            static_dir: None,
+            websocket: true,
+            websocket_idle_timeout: defaults::websocket_idle_timeout(),
+            max_body: defaults::max_body(),
+            strip_prefix: false,
+            rate_limit: None,
+            max_concurrent: None,
+            hsts: false,
+            headers: BTreeMap::new(),
+            redirect_https: None,
+            compress: Compress::Off,
+            compress_types: None,
+            compress_min_size: None,
+            precompressed: false,
+        }
+    }
 }
 
 /// A route's `compress`: `false`, `true` or a list of encoding names (checked by `validate`).

@@ -46,9 +46,14 @@ fn check_duplicate_routes(loaded: &Loaded, p: &mut Vec<Problem>) {
         if gaps.covers(&at("host")) || gaps.covers(&at("path")) {
             continue;
         }
+        let path = match route.exact {
+            true => route.path.clone(),
+            false => route.path.trim_end_matches('/').to_string(),
+        };
         let key = (
             route.host.as_deref().map(str::to_ascii_lowercase),
-            route.path.trim_end_matches('/').to_string(),
+            path,
+            route.exact,
         );
         match seen.entry(key) {
             Entry::Occupied(first) => p.push(Problem::at(
@@ -211,7 +216,7 @@ fn check_sticky(name: &str, sticky: &StickyConfig, p: &mut Vec<Problem>) {
 
 fn check_pool(name: &str, pool: &UpstreamConfig, p: &mut Vec<Problem>) {
     let at = |k: &str| format!("upstreams.{name}.{k}");
-    if pool.servers.is_empty() {
+    if pool.servers.is_empty() && !pool.discovered {
         p.push(Problem::at(
             at("servers"),
             "a pool needs at least one server",
@@ -392,6 +397,12 @@ fn check_route(loaded: &Loaded, i: usize, r: &RouteConfig, p: &mut Vec<Problem>)
     }
     if r.max_concurrent == Some(0) {
         p.push(Problem::at(at("max_concurrent"), "must be at least 1"));
+    }
+    if r.redirect_https == Some(true) && loaded.config.listen.https.is_none() {
+        p.push(Problem::at(
+            at("redirect_https"),
+            "needs listen.https to redirect to",
+        ));
     }
     if r.websocket_idle_timeout.0.is_zero() {
         p.push(Problem::at(

@@ -70,12 +70,14 @@ pub fn body_too_large(len: u64, route: &Route) -> bool {
 }
 
 /// The https port a request on `listener` for `host` and `path` is redirected to, if any.
+/// A route's own `redirect_https` decides; otherwise `tls.redirect_http` for every routed host.
 pub fn redirect_port(listener: Listener, rt: &Runtime, host: &str, path: &str) -> Option<u16> {
-    let port = rt.redirect_https?;
-    let applies = listener == Listener::Http
-        && !path.starts_with(ACME_CHALLENGE)
-        && !host.is_empty()
-        && rt.routes.routes_host(host);
+    let port = rt.https_port?;
+    if listener != Listener::Http || path.starts_with(ACME_CHALLENGE) || host.is_empty() {
+        return None;
+    }
+    let own = rt.routes.lookup(host, path).and_then(|r| r.redirect_https);
+    let applies = own.unwrap_or_else(|| rt.redirect_https.is_some() && rt.routes.routes_host(host));
     applies.then_some(port)
 }
 

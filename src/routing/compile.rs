@@ -16,7 +16,7 @@ use crate::config::{ConfigError, Loaded, Problem};
 use crate::request::client::TrustedProxies;
 use crate::request::compress::{Compression, Encoding, TypePattern};
 use crate::state::{Runtime, Settings};
-use crate::tls::CertStore;
+use crate::tls::{CertStore, InlineCert};
 use crate::upstream::peer::ClientTls;
 use crate::upstream::sticky::DefaultKey;
 use crate::upstream::{dns, Pool};
@@ -31,13 +31,15 @@ pub struct Compiled {
 
 /// Validates and compiles `loaded`; `previous` lends pools whose settings did not change.
 pub fn compile(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Compiled, ConfigError> {
-    compile_with_certs(loaded, previous, None)
+    compile_with_certs(loaded, &[], previous, None)
 }
 
-/// As `compile`; `previous_certs` lets a certificate file that turned bad keep its last good
-/// certificate (reloads only).
+/// As `compile`, with certificates held in memory (`inline`, from Kubernetes Secrets) beside
+/// the certificate files; `previous_certs` lets a certificate file that turned bad keep its
+/// last good certificate (reloads only).
 pub fn compile_with_certs(
     loaded: &Loaded,
+    inline: &[InlineCert],
     previous: Option<&Runtime>,
     previous_certs: Option<&CertStore>,
 ) -> Result<Compiled, ConfigError> {
@@ -69,6 +71,10 @@ pub fn compile_with_certs(
     routes.finish();
     let certs = match c.listen.https.is_some() {
         true => build_certs(loaded, &routes, previous_certs)
+            .map(|mut store| {
+                store.add_inline(inline);
+                store
+            })
             .map_err(|p| problems.extend(p))
             .ok(),
         false => None,
@@ -102,6 +108,7 @@ pub fn compile_with_certs(
             routes,
             pools,
             redirect_https,
+            https_port,
             settings,
             acme,
             sticky_key,
@@ -183,7 +190,11 @@ fn build_route(
         .name
         .clone()
         .unwrap_or_else(|| format!("{}{}", rc.host.as_deref().unwrap_or("*"), rc.path));
-    let mut route = Route::new(name, &rc.path, target);
+    let mut route = match rc.exact {
+        true => Route::exact(name, &rc.path, target),
+        false => Route::new(name, &rc.path, target),
+    };
+    route.redirect_https = rc.redirect_https;
     route.websocket = rc.websocket;
     route.websocket_idle_timeout = rc.websocket_idle_timeout.0;
     route.max_body = rc.max_body.0;

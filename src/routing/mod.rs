@@ -1,5 +1,6 @@
 //! The compiled, immutable route table: host index (exact > `*.wildcard` > any), then the
-//! longest whole-segment path prefix. Built once per configuration by `compile`.
+//! longest whole-segment path prefix (an exact-path route beats a prefix of the same length).
+//! Built once per configuration by `compile`.
 
 pub mod compile;
 pub mod limit;
@@ -26,8 +27,12 @@ pub enum Target {
 pub struct Route {
     /// Metrics and log label.
     pub name: String,
-    /// Path prefix without a trailing slash (`""` for `/`).
+    /// Path prefix without a trailing slash (`""` for `/`); with `exact`, the whole path.
     pub prefix: String,
+    /// Only `prefix` itself matches (Kubernetes `pathType: Exact`), not the paths below it.
+    pub exact: bool,
+    /// This route's own say on the http -> https redirect; `None` follows `tls.redirect_http`.
+    pub redirect_https: Option<bool>,
     pub target: Target,
     pub websocket: bool,
     pub websocket_idle_timeout: Duration,
@@ -50,6 +55,8 @@ impl Route {
         Route {
             name,
             prefix: normalize_prefix(prefix),
+            exact: false,
+            redirect_https: None,
             target,
             websocket: true,
             websocket_idle_timeout: Duration::from_secs(3600),
@@ -65,8 +72,20 @@ impl Route {
         }
     }
 
-    /// Does this route's prefix cover `path` on whole segments?
+    /// A route that matches `path` only (the query aside), not the paths below it.
+    pub fn exact(name: String, path: &str, target: Target) -> Route {
+        let mut route = Route::new(name, path, target);
+        route.exact = true;
+        route.prefix = path.to_string();
+        route
+    }
+
+    /// Does this route's prefix cover `path` on whole segments (or equal it, for `exact`)?
     pub fn matches(&self, path: &str) -> bool {
+        if self.exact {
+            let bare = path.split_once('?').map_or(path, |(p, _)| p);
+            return bare == self.prefix;
+        }
         path_has_prefix(path, &self.prefix)
     }
 
@@ -156,7 +175,9 @@ impl RouteTable {
             .chain(self.wildcard.values_mut())
             .chain(std::iter::once(&mut self.any));
         for level in levels {
-            level.0.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+            level
+                .0
+                .sort_by_key(|r| std::cmp::Reverse((r.prefix.len(), r.exact)));
         }
     }
 
@@ -259,6 +280,29 @@ mod tests {
         assert_eq!(name("only.example.com", "/y"), "wild");
         assert_eq!(name("other.org", "/static/a.css"), "any-static");
         assert_eq!(name("other.org", "/staticx"), "any");
+    }
+
+    #[test]
+    fn exact_paths() {
+        let mut t = RouteTable::default();
+        let target = || Target::Static(PathBuf::from("."));
+        t.insert(
+            None,
+            Arc::new(Route::exact("exact".into(), "/foo", target())),
+        );
+        t.insert(None, route("prefix", "/foo"));
+        t.insert(
+            None,
+            Arc::new(Route::exact("slash".into(), "/bar/", target())),
+        );
+        t.finish();
+        let name = |p: &str| t.lookup("a", p).map(|r| r.name.clone()).unwrap_or_default();
+        assert_eq!(name("/foo"), "exact");
+        assert_eq!(name("/foo?x=1"), "exact");
+        assert_eq!(name("/foo/"), "prefix");
+        assert_eq!(name("/foo/x"), "prefix");
+        assert_eq!(name("/bar/"), "slash");
+        assert_eq!(name("/bar"), "");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Certificates served by the https listener: `<certs>/*.crt|*.pem` each with a matching `*.key`,
 //! indexed by the names in their SANs, plus a generated self-signed fallback. The resolver reads
-//! the store through `ArcSwap`, so a new store takes effect at the next handshake.
+//! the store through `ArcSwap`, so a new store takes effect at the next handshake. Certificates
+//! held in memory (Kubernetes TLS Secrets: `InlineCert`) join the store the same way.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -111,14 +112,21 @@ impl CertStore {
         Ok(names)
     }
 
+    /// Adds certificates held in memory (TLS Secrets); they count as static (ACME leaves their
+    /// names alone) and, added last, win over files for the same name.
+    pub fn add_inline(&mut self, certs: &[InlineCert]) {
+        for cert in certs {
+            for name in &cert.names {
+                metrics::set_certificate_expiry(name, cert.not_after);
+                self.insert(name, cert.key.clone());
+            }
+            self.static_names.extend(cert.names.iter().cloned());
+        }
+    }
+
     /// Does a certificate from the static directory cover `name`?
     pub fn covers_static(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        let parent = name.split_once('.').map(|(_, s)| format!("*.{s}"));
-        self.static_names.iter().any(|n| {
-            n.eq_ignore_ascii_case(&name)
-                || parent.as_deref().is_some_and(|p| n.eq_ignore_ascii_case(p))
-        })
+        names_cover(&self.static_names, name)
     }
 
     fn add_file(&mut self, file: PathBuf, pair: (Vec<String>, Arc<CertifiedKey>)) {
@@ -189,6 +197,56 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// A certificate chain and its key held in memory (a Kubernetes `kubernetes.io/tls` Secret),
+/// parsed and checked once.
+#[derive(Clone)]
+pub struct InlineCert {
+    /// Where it came from, for logs (`namespace/name`).
+    pub source: String,
+    /// The DNS and IP names its leaf covers (SANs, else the CN).
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+    /// Expiry, Unix seconds.
+    pub not_after: f64,
+}
+
+impl fmt::Debug for InlineCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InlineCert")
+            .field("source", &self.source)
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl InlineCert {
+    /// Parses a PEM chain and its PEM key; says what is wrong in words otherwise.
+    pub fn parse(source: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<InlineCert, String> {
+        let (names, key, not_after) = parse_pair(cert_pem, key_pem, "tls.key")?;
+        Ok(InlineCert {
+            source: source.to_string(),
+            names,
+            key,
+            not_after,
+        })
+    }
+
+    /// Does this certificate cover `host` (exactly or by a `*.` name)?
+    pub fn covers(&self, host: &str) -> bool {
+        names_cover(&self.names, host)
+    }
+}
+
+/// Does one of a certificate's `names` cover `host`, exactly or as `*.` its parent?
+fn names_cover(names: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let parent = host.split_once('.').map(|(_, s)| format!("*.{s}"));
+    names.iter().any(|n| {
+        n.eq_ignore_ascii_case(&host)
+            || parent.as_deref().is_some_and(|p| n.eq_ignore_ascii_case(p))
+    })
+}
+
 /// `(cert file, key file)` pairs: `name.crt` or `name.pem` with `name.key`.
 fn find_pairs(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(PathBuf, PathBuf)> {
     let entries = match std::fs::read_dir(dir) {
@@ -227,25 +285,31 @@ fn load_pair(
     key_path: &Path,
 ) -> Result<(Vec<String>, Arc<CertifiedKey>, f64), String> {
     let cert_pem = std::fs::read(cert_path).map_err(|e| format!("cannot read: {e}"))?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let key_pem =
+        std::fs::read(key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
+    parse_pair(&cert_pem, &key_pem, &key_path.display().to_string())
+}
+
+/// Parses a PEM chain and key; `key_name` names the key in messages.
+fn parse_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    key_name: &str,
+) -> Result<(Vec<String>, Arc<CertifiedKey>, f64), String> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| format!("not a PEM certificate file: {e}"))?;
     let leaf = chain.first().ok_or("no certificate in the file")?;
-    let key_pem =
-        std::fs::read(key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("{}: not a PEM private key: {e}", key_path.display()))?
-        .ok_or_else(|| format!("{}: no private key in the file", key_path.display()))?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| format!("{key_name}: not a PEM private key: {e}"))?
+        .ok_or_else(|| format!("{key_name}: no private key in the file"))?;
     let signing = any_supported_type(&key)
-        .map_err(|e| format!("{}: unsupported private key: {e}", key_path.display()))?;
+        .map_err(|e| format!("{key_name}: unsupported private key: {e}"))?;
     let (names, not_after) = leaf_names(leaf)?;
     let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|e| {
-        format!(
-            "the key in {} does not belong to this certificate: {e}",
-            key_path.display()
-        )
-    })?;
+    certified
+        .keys_match()
+        .map_err(|e| format!("the key in {key_name} does not belong to this certificate: {e}"))?;
     Ok((names, Arc::new(certified), not_after))
 }
 

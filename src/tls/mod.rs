@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use pingora_core::listeners::tls::TlsSettings;
 
-pub use certs::{CertResolver, CertStore};
+pub use certs::{CertResolver, CertStore, InlineCert};
 
 /// Listener settings: TLS 1.2 and 1.3, ALPN h2 then http/1.1, certificates from `resolver`.
 pub fn listener_settings(resolver: Arc<CertResolver>) -> pingora_error::Result<TlsSettings> {

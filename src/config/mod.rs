@@ -5,6 +5,7 @@ mod load;
 pub mod model;
 pub mod spans;
 mod validate;
+mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -62,6 +62,11 @@ fn yaml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in entries {
         let path = entry.expect("directory entry").path();
         if path.is_dir() {
+            // A Helm chart's templates are Go templates, not YAML: helm.rs renders and checks
+            // them.
+            if path.ends_with("templates") && path.with_file_name("Chart.yaml").exists() {
+                continue;
+            }
             yaml_files_under(&path, out);
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
@@ -84,6 +89,10 @@ fn proxy_config(text: &str, name: &str) -> rproxy::config::Config {
     rproxy::config::load_str(text, name, &|_| None).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+#[path = "deploy_files/controller.rs"]
+mod controller;
+#[path = "deploy_files/helm.rs"]
+mod helm;
 #[path = "deploy_files/kubernetes.rs"]
 mod kubernetes;
 #[path = "deploy_files/monitoring.rs"]

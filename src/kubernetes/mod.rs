@@ -6,6 +6,7 @@
 pub mod annotations;
 mod backends;
 pub mod controller;
+pub mod rbac;
 pub mod snapshot;
 pub mod translate;
 

@@ -35,14 +35,24 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    fn add_value(&mut self, value: serde_yaml::Value) -> Result<(), String> {
+    fn add_value(&mut self, mut value: serde_yaml::Value) -> Result<(), String> {
         fn de<K: serde::de::DeserializeOwned>(v: serde_yaml::Value) -> Result<Arc<K>, String> {
             serde_yaml::from_value(v)
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        match kind {
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        if matches!(
+            kind.as_str(),
+            "Ingress" | "Service" | "EndpointSlice" | "Secret"
+        ) {
+            default_namespace(&mut value);
+        }
+        match kind.as_str() {
             "IngressClass" => self.ingress_classes.push(de(value)?),
             "Ingress" => self.ingresses.push(de(value)?),
             "Service" => self.services.push(de(value)?),
@@ -57,5 +67,16 @@ impl Snapshot {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A namespaced object written without `metadata.namespace` is in `default`, as `kubectl
+/// apply` without `-n` puts it.
+fn default_namespace(value: &mut serde_yaml::Value) {
+    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
+        let key = serde_yaml::Value::from("namespace");
+        if !meta.contains_key(&key) {
+            meta.insert(key, serde_yaml::Value::from("default"));
+        }
     }
 }

@@ -12,10 +12,13 @@ use crate::{
     CERTS_DIR, CONFIG_PATH,
 };
 
-/// Every document of every manifest in deploy/kubernetes/.
+/// Every document of every manifest in deploy/kubernetes/ (the ConfigMap deployment; the
+/// ingress controller's manifests under controller/ are controller.rs's).
 fn manifests() -> Vec<Value> {
+    let dir = root().join("deploy/kubernetes");
     let mut files = Vec::new();
-    yaml_files_under(&root().join("deploy/kubernetes"), &mut files);
+    yaml_files_under(&dir, &mut files);
+    files.retain(|f| f.parent() == Some(dir.as_path()));
     files.sort();
     let mut docs = Vec::new();
     for f in &files {
